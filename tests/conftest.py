@@ -1,0 +1,97 @@
+"""Shared fixtures: a tiny corpus, a tiny model config, and run folders made once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# A tiny corpus the project wrote itself: short, varied sentences with repeated words, so a small
+# model can learn to reconstruct all of them in seconds.
+TINY_SENTENCES = [
+    "the cat sat on the mat.",
+    "a dog ran in the park.",
+    "the sun is bright today.",
+    "we read a good book.",
+    "she likes green tea.",
+    "he plays the old piano.",
+    "birds sing in the morning.",
+    "the river flows to the sea.",
+    "my friend lives in a small town.",
+    "it rained all night long.",
+    "the children built a sand castle.",
+    "coffee keeps me awake.",
+    "the train leaves at noon.",
+    "they painted the fence white.",
+    "a cold wind blew from the north.",
+    "the baker sells fresh bread.",
+    "my phone battery is low.",
+    "we walked along the beach.",
+    "the teacher wrote on the board.",
+    "snow covered the quiet hills.",
+    "he fixed the broken chair.",
+    "the garden is full of roses.",
+    "she opened the window slowly.",
+    "the clock struck twelve.",
+    "a small boat crossed the lake.",
+    "the students passed the exam.",
+    "he forgot his umbrella again.",
+    "the museum opens on monday.",
+    "we cooked pasta for dinner.",
+    "the movie was too long.",
+    "a red kite flew over the field.",
+    "the doctor visited the village.",
+    "my sister paints every weekend.",
+    "the road was closed for repairs.",
+    "he drinks water after running.",
+    "the lamp lit the dark room.",
+    "she found a coin in the sand.",
+    "the farmer planted corn.",
+    "an owl hooted in the forest.",
+    "the bus was late this morning.",
+    "they danced at the wedding.",
+    "the cake smells sweet.",
+    "we watched the stars at night.",
+    "the key is under the stone.",
+    "he wrote a letter to his mother.",
+    "the shop closes at six.",
+    "a fox crossed the empty road.",
+    "the kettle is boiling.",
+    "she sang a quiet song.",
+    "the ship sailed at dawn.",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
+    path.write_text("\n".join(TINY_SENTENCES) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def random_run(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
+    """A run folder with an untrained (randomly initialised) small model: enough for parity tests."""
+    import torch
+
+    from textae.checkpoint import BEST_FILE, CONFIG_FILE, TOKENIZER_FILE, save_checkpoint
+    from textae.config import ModelConfig, TrainConfig, save_json, to_dict
+    from textae.model import Autoencoder
+    from textae.tokenizer import special_token_ids, train_tokenizer
+
+    run_dir = tmp_path_factory.mktemp("random_run")
+    tokenizer = train_tokenizer(TINY_SENTENCES, vocab_size=400)
+    tokenizer.save(str(run_dir / TOKENIZER_FILE))
+    config = ModelConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        embedding_dim=32,
+        hidden_size=48,
+        latent_dim=24,
+        max_length=32,
+        **special_token_ids(tokenizer),
+    )
+    torch.manual_seed(0)
+    model = Autoencoder(config)
+    save_json(run_dir / CONFIG_FILE, {"model": to_dict(config), "train": to_dict(TrainConfig(corpus=[str(tiny_corpus)]))})
+    save_checkpoint(run_dir / BEST_FILE, {"model": model.state_dict(), "model_config": to_dict(config), "step": 0, "metrics": {}})
+    return run_dir

@@ -1,0 +1,3 @@
+from textae.cli import main
+
+main()

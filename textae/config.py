@@ -1,0 +1,146 @@
+"""Configuration dataclasses and their JSON round trip (stdlib only, shared by both sides)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from textae.errors import TextaeError
+
+PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN = "<pad>", "<bos>", "<eos>", "<unk>"
+SPECIAL_TOKENS = (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN)  # ids 0, 1, 2, 3 in this order
+
+CELLS = ("lstm", "gru", "rnn")
+POOLINGS = ("final", "mean", "max")
+TEACHER_FORCING_SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid")
+LR_SCHEDULES = ("cosine", "constant")
+
+C = TypeVar("C")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the network; saved in every checkpoint and export manifest."""
+
+    vocab_size: int = 8000  # size of the tokenizer's vocabulary (the softmax width)
+    embedding_dim: int = 256  # token embedding width, shared by encoder and decoder
+    hidden_size: int = 512  # recurrent state width of encoder and decoder
+    latent_dim: int = 256  # width of the sentence vector
+    num_layers: int = 1  # stacked recurrent layers in encoder and decoder
+    cell: str = "lstm"  # recurrent cell: lstm, gru or rnn
+    bidirectional: bool = False  # run the encoder in both directions
+    dropout: float = 0.0  # dropout on embeddings and between layers (training only)
+    tie_embeddings: bool = True  # reuse the input embedding as the output projection
+    pooling: str = "final"  # sentence vector from the final state, or mean/max over encoder states
+    max_length: int = 64  # longest sentence in tokens (longer ones are truncated)
+    pad_id: int = 0  # id of <pad>
+    bos_id: int = 1  # id of <bos>, the decoder's first input
+    eos_id: int = 2  # id of <eos>, the decoder's last target
+    unk_id: int = 3  # id of <unk> (byte-level BPE never needs it; kept for foreign tokenizers)
+
+    def validate(self) -> None:
+        _check_choice("cell", self.cell, CELLS)
+        _check_choice("pooling", self.pooling, POOLINGS)
+        for name in ("vocab_size", "embedding_dim", "hidden_size", "latent_dim", "num_layers", "max_length"):
+            _check_positive(name, getattr(self, name))
+        if not 0.0 <= self.dropout < 1.0:
+            raise TextaeError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.vocab_size <= max(self.pad_id, self.bos_id, self.eos_id, self.unk_id):
+            raise TextaeError(f"vocab_size {self.vocab_size} is too small to hold the special tokens")
+
+
+@dataclass
+class TrainConfig:
+    """How to train; saved as config.json in the run folder and inside every checkpoint."""
+
+    corpus: list[str] = field(default_factory=list)  # files or globs, plain text or .gz, one sentence a line
+    out: str = "runs/textae"  # run folder: checkpoints, metrics, tokenizer, plots
+    valid: str | None = None  # a separate validation file; else valid_fraction of the corpus is held out
+    valid_fraction: float = 0.05  # share of the corpus held out for validation when valid is not given
+    max_valid_sentences: int = 2000  # cap on the held-out set so validation stays quick
+    free_running_sentences: int = 256  # validation sentences decoded greedily without teacher forcing
+    tokenizer: str | None = None  # reuse this tokenizer.json instead of training one
+    vocab_size: int = 8000  # vocabulary size of a newly trained tokenizer
+    max_length: int = 64  # truncate sentences to this many tokens
+    batch_size: int = 64  # sentences per optimisation step
+    epochs: int = 10  # passes over the training data (the run also stops at max_steps or early stopping)
+    max_steps: int | None = None  # stop after this many optimisation steps
+    learning_rate: float = 2e-3  # peak AdamW learning rate
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    warmup_steps: int = 100  # linear learning-rate warm-up
+    lr_schedule: str = "cosine"  # after warm-up: cosine decay to 10 % of the peak, or constant
+    grad_clip: float = 1.0  # clip the global gradient norm to this value
+    teacher_forcing_schedule: str = "linear"  # constant, linear, exponential or inverse_sigmoid
+    teacher_forcing_start: float = 1.0  # probability of feeding the gold token at step 0
+    teacher_forcing_end: float = 0.75  # probability the schedule decays to
+    teacher_forcing_decay_steps: int | None = None  # steps to reach the end value (default: the whole run)
+    eval_every: int = 500  # validate every this many steps (and at the end of each epoch)
+    patience: int = 5  # stop after this many validations without improvement (0 disables)
+    checkpoint_every: int = 200  # write the resumable checkpoint every this many steps
+    seed: int = 0  # seeds data order, initialisation, dropout and sampling
+    num_threads: int | None = None  # torch intra-op threads (default: torch's choice)
+    log_every: int = 20  # steps between metrics.jsonl training records
+
+    def validate(self) -> None:
+        _check_choice("teacher_forcing_schedule", self.teacher_forcing_schedule, TEACHER_FORCING_SCHEDULES)
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        for name in ("vocab_size", "max_length", "batch_size", "epochs", "eval_every", "checkpoint_every", "log_every"):
+            _check_positive(name, getattr(self, name))
+        for name in ("max_steps", "teacher_forcing_decay_steps", "num_threads"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_positive(name, value)
+        if not 0.0 < self.valid_fraction < 1.0:
+            raise TextaeError(f"valid_fraction must be between 0 and 1, got {self.valid_fraction}")
+        for name in ("teacher_forcing_start", "teacher_forcing_end"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise TextaeError(f"{name} must be in [0, 1], got {value}")
+        if self.learning_rate <= 0:
+            raise TextaeError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.vocab_size < 300:
+            # byte-level BPE needs its 256 byte symbols plus the special tokens
+            raise TextaeError(f"vocab_size must be at least 300 for a byte-level tokenizer, got {self.vocab_size}")
+        if self.grad_clip <= 0 or self.weight_decay < 0 or self.warmup_steps < 0 or self.patience < 0:
+            raise TextaeError("grad_clip must be positive; weight_decay, warmup_steps and patience non-negative")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[C], data: dict[str, Any], *, where: str = "config") -> C:
+    """Rebuild a config, refusing unknown keys so a typo never goes unnoticed."""
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise TextaeError(f"{where}: unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    return cls(**data)
+
+
+def save_json(path: Path, data: dict[str, Any]) -> None:
+    from textae.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TextaeError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TextaeError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise TextaeError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or value <= 0:
+        raise TextaeError(f"{name} must be a positive integer, got {value!r}")

@@ -1,0 +1,87 @@
+"""Reading plain-text corpora (one sentence a line) as a stream, with clear errors (torch-free)."""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from textae.errors import TextaeError
+
+# A sentence longer than this many characters is cut before tokenization: the model only ever sees
+# max_length tokens, and tokenizing a multi-megabyte line in full would waste seconds and memory.
+DEFAULT_MAX_CHARS = 4096
+
+
+def resolve_paths(patterns: Iterable[str]) -> list[Path]:
+    """Expand globs; every pattern must name at least one readable regular file."""
+    paths: list[Path] = []
+    for pattern in patterns:
+        if glob.has_magic(pattern):
+            matches = sorted(glob.glob(pattern, recursive=True))
+            if not matches:
+                raise TextaeError(f"{pattern}: no file matches this pattern")
+            candidates = [Path(m) for m in matches]
+        else:
+            candidates = [Path(pattern)]
+        for path in candidates:
+            check_readable_file(path)
+            paths.append(path)
+    if not paths:
+        raise TextaeError("no corpus file given")
+    return paths
+
+
+def check_readable_file(path: Path) -> None:
+    if not path.exists():
+        raise TextaeError(f"{path}: no such file")
+    if path.is_dir():
+        raise TextaeError(f"{path}: is a directory, expected a text file")
+    if not os.access(path, os.R_OK):
+        raise TextaeError(f"{path}: not readable (permission denied)")
+
+
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if str(path) == "-":
+        import sys
+
+        return sys.stdin.buffer  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+def iter_file_lines(path: Path, max_chars: int = DEFAULT_MAX_CHARS) -> Iterator[str]:
+    """Yield the non-empty, stripped lines of one file; raise TextaeError naming file and line."""
+    lineno = 0
+    try:
+        with _open_binary(path) as handle:
+            for lineno, raw in enumerate(handle, start=1):
+                if b"\x00" in raw:
+                    raise TextaeError(f"{path}:{lineno}: contains NUL bytes; this looks like a binary file, not text")
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise TextaeError(
+                        f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                        "convert the file to UTF-8"
+                    ) from None
+                text = text.strip()
+                if text:
+                    yield text[:max_chars]
+    except gzip.BadGzipFile:
+        raise TextaeError(f"{path}: not a valid gzip file") from None
+    except EOFError:
+        raise TextaeError(f"{path}: gzip file is truncated (after line {lineno})") from None
+    except IsADirectoryError:
+        raise TextaeError(f"{path}: is a directory, expected a text file") from None
+    except PermissionError:
+        raise TextaeError(f"{path}: not readable (permission denied)") from None
+
+
+def iter_corpus(paths: Iterable[Path], max_chars: int = DEFAULT_MAX_CHARS) -> Iterator[str]:
+    for path in paths:
+        yield from iter_file_lines(Path(path), max_chars=max_chars)

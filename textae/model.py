@@ -1,0 +1,212 @@
+"""The recurrent sentence autoencoder: embedding + RNN encoder -> sentence vector -> RNN decoder -> softmax.
+
+Only the network lives here; the loop that trains it is in `textae.train`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from textae.config import ModelConfig
+
+RNN_CLASSES: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+RecurrentState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+class Encoder(nn.Module):
+    """Reads a padded batch of token ids and returns one vector per sentence."""
+
+    def __init__(self, config: ModelConfig, embedding: nn.Embedding) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = embedding
+        self.dropout = nn.Dropout(config.dropout)
+        self.rnn = RNN_CLASSES[config.cell](
+            config.embedding_dim,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            batch_first=True,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            bidirectional=config.bidirectional,
+        )
+        directions = 2 if config.bidirectional else 1
+        self.to_latent = nn.Linear(directions * config.hidden_size, config.latent_dim)
+
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """input_ids (B, T) int64, lengths (B,) int64 -> sentence_embedding (B, latent_dim)."""
+        # An empty sentence reads a single <pad>: the packed RNN needs at least one step per row.
+        lengths = lengths.clamp(min=1)
+        embedded = self.dropout(self.embedding(input_ids))  # (B, T, E)
+        # Packing makes the result exact: a sentence's vector never depends on its batch's padding.
+        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed_outputs, _ = self.rnn(packed)
+        outputs, _ = pad_packed_sequence(packed_outputs, batch_first=True)  # (B, T', D*H), zero past lengths
+        features = pool(outputs, lengths.to(outputs.device), self.config)
+        return self.to_latent(self.dropout(features))
+
+
+def pool(outputs: torch.Tensor, lengths: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """(B, T, D*H) encoder states -> (B, D*H) features, reading only the first lengths[b] steps."""
+    hidden = config.hidden_size
+    if config.pooling == "final":
+        # Read the final states off the outputs (not h_n): the same numbers, and ONNX export needs
+        # the packed output to be used.
+        last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, outputs.size(2))
+        final = outputs.gather(1, last).squeeze(1)  # (B, D*H)
+        if config.bidirectional:
+            # the backward direction ends at position 0
+            final = torch.cat([final[:, :hidden], outputs[:, 0, hidden:]], dim=1)
+        return final
+    steps = torch.arange(outputs.size(1), device=outputs.device)
+    mask = (steps.unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(2)  # (B, T, 1)
+    if config.pooling == "mean":
+        return outputs.sum(dim=1) / lengths.unsqueeze(1).to(outputs.dtype)
+    return outputs.masked_fill(~mask, float("-inf")).max(dim=1).values
+
+
+class Decoder(nn.Module):
+    """An RNN language model conditioned on the sentence vector (initial state and every input)."""
+
+    def __init__(self, config: ModelConfig, embedding: nn.Embedding) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = embedding
+        self.dropout = nn.Dropout(config.dropout)
+        states = 2 if config.cell == "lstm" else 1  # LSTM carries (h, c)
+        self.init_state = nn.Linear(config.latent_dim, states * config.num_layers * config.hidden_size)
+        self.rnn = RNN_CLASSES[config.cell](
+            config.embedding_dim + config.latent_dim,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            batch_first=True,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+        )
+        if config.tie_embeddings:
+            # project to the embedding width, then score against the (shared) embedding matrix
+            self.output_projection = nn.Linear(config.hidden_size, config.embedding_dim)
+            self.output_bias = nn.Parameter(torch.zeros(config.vocab_size))
+        else:
+            self.output = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def initial_state(self, sentence_embedding: torch.Tensor) -> RecurrentState:
+        batch = sentence_embedding.size(0)
+        layers, hidden = self.config.num_layers, self.config.hidden_size
+        state = torch.tanh(self.init_state(sentence_embedding))  # (B, states * L * H)
+        state = state.view(batch, -1, layers, hidden).permute(1, 2, 0, 3).contiguous()  # (states, L, B, H)
+        if self.config.cell == "lstm":
+            return state[0], state[1]
+        return state[0]
+
+    def forward(
+        self, input_ids: torch.Tensor, sentence_embedding: torch.Tensor, state: RecurrentState
+    ) -> tuple[torch.Tensor, RecurrentState]:
+        """input_ids (B, T) -> logits (B, T, V) and the state after the last step."""
+        embedded = self.dropout(self.embedding(input_ids))  # (B, T, E)
+        latent = sentence_embedding.unsqueeze(1).expand(-1, input_ids.size(1), -1)  # (B, T, Z)
+        outputs, state = self.rnn(torch.cat([embedded, latent], dim=2), state)  # (B, T, H)
+        return self.project(self.dropout(outputs)), state
+
+    def project(self, outputs: torch.Tensor) -> torch.Tensor:
+        if self.config.tie_embeddings:
+            return F.linear(self.output_projection(outputs), self.embedding.weight, self.output_bias)
+        return self.output(outputs)
+
+
+class Autoencoder(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_id)
+        self.encoder = Encoder(config, self.embedding)
+        self.decoder = Decoder(config, self.embedding)
+
+    def encode(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.encoder(input_ids, lengths)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        lengths: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        teacher_forcing_ratio: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reconstruct targets (default: the input followed by <eos>) from the input's vector.
+
+        input_ids (B, T), lengths (B,), targets (B, T') padded with <pad> -> (logits (B, T', V), loss).
+        With teacher_forcing_ratio < 1 each decoder input is, with that probability, the gold token,
+        and otherwise the model's own detached greedy prediction (scheduled sampling).
+        """
+        if targets is None:
+            targets = append_eos(input_ids, lengths, self.config)
+        sentence_embedding = self.encode(input_ids, lengths)
+        state = self.decoder.initial_state(sentence_embedding)
+        bos = torch.full_like(targets[:, :1], self.config.bos_id)
+        gold_inputs = torch.cat([bos, targets[:, :-1]], dim=1)  # (B, T')
+        if teacher_forcing_ratio >= 1.0 or not self.training:
+            logits, _ = self.decoder(gold_inputs, sentence_embedding, state)
+        else:
+            logits = self._scheduled_sampling(gold_inputs, sentence_embedding, state, teacher_forcing_ratio)
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=self.config.pad_id
+        )
+        return logits, loss
+
+    def _scheduled_sampling(
+        self, gold_inputs: torch.Tensor, sentence_embedding: torch.Tensor, state: RecurrentState, ratio: float
+    ) -> torch.Tensor:
+        """The one place that decides, per step and per sentence, gold token or own prediction."""
+        step_logits = []
+        next_input = gold_inputs[:, :1]
+        for step in range(gold_inputs.size(1)):
+            logits, state = self.decoder(next_input, sentence_embedding, state)  # (B, 1, V)
+            step_logits.append(logits)
+            if step + 1 < gold_inputs.size(1):
+                prediction = logits.argmax(dim=-1).detach()  # (B, 1); no gradient through the choice
+                use_gold = torch.rand(prediction.shape, device=prediction.device) < ratio
+                next_input = torch.where(use_gold, gold_inputs[:, step + 1 : step + 2], prediction)
+        return torch.cat(step_logits, dim=1)
+
+    @torch.no_grad()
+    def greedy_decode(self, sentence_embedding: torch.Tensor, max_length: int | None = None) -> torch.Tensor:
+        """Free-running reconstruction: (B, Z) -> ids (B, L), <pad> after each row's <eos>."""
+        max_length = max_length or self.config.max_length + 1
+        batch = sentence_embedding.size(0)
+        state = self.decoder.initial_state(sentence_embedding)
+        next_input = torch.full((batch, 1), self.config.bos_id, dtype=torch.long, device=sentence_embedding.device)
+        finished = torch.zeros(batch, dtype=torch.bool, device=sentence_embedding.device)
+        outputs = []
+        for _ in range(max_length):
+            logits, state = self.decoder(next_input, sentence_embedding, state)
+            prediction = logits.argmax(dim=-1)  # (B, 1)
+            prediction = prediction.masked_fill(finished.unsqueeze(1), self.config.pad_id)
+            outputs.append(prediction)
+            finished |= prediction.squeeze(1) == self.config.eos_id
+            if bool(finished.all()):
+                break
+            next_input = prediction
+        return torch.cat(outputs, dim=1)
+
+    @torch.no_grad()
+    def score(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Mean per-token negative log-likelihood of each sentence given its own vector: (B,)."""
+        targets = append_eos(input_ids, lengths, self.config)
+        logits, _ = self.forward(input_ids, lengths, targets)
+        token_nll = F.cross_entropy(
+            logits.transpose(1, 2), targets, ignore_index=self.config.pad_id, reduction="none"
+        )  # (B, T')
+        return token_nll.sum(dim=1) / (lengths.clamp(min=0) + 1).to(token_nll.dtype)
+
+
+def append_eos(input_ids: torch.Tensor, lengths: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """(B, T) ids -> (B, T+1) targets: each row's tokens, then <eos>, then <pad>."""
+    padded = F.pad(input_ids, (0, 1), value=config.pad_id)
+    return padded.scatter(1, lengths.view(-1, 1), config.eos_id)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
