@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,49 @@ def random_run(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> P
     save_json(run_dir / CONFIG_FILE, {"model": to_dict(config), "train": to_dict(TrainConfig(corpus=[str(tiny_corpus)]))})
     save_checkpoint(run_dir / BEST_FILE, {"model": model.state_dict(), "model_config": to_dict(config), "step": 0, "metrics": {}})
     return run_dir
+
+
+# Small enough to overfit TINY_SENTENCES in a few seconds on 2 CPU cores.
+TINY_MODEL = {"embedding_dim": 64, "hidden_size": 128, "latent_dim": 64}
+TINY_TRAIN = {
+    "vocab_size": 400,
+    "batch_size": 10,
+    "learning_rate": 5e-3,
+    "warmup_steps": 10,
+    "patience": 0,
+    "eval_every": 40,
+    "checkpoint_every": 40,
+    "log_every": 5,
+    "teacher_forcing_end": 0.8,
+    "num_threads": 2,
+}
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
+    """A run overfitted on the tiny corpus (validated on the same sentences): reconstructs them exactly."""
+    from textae.config import ModelConfig, TrainConfig
+    from textae.train import train
+
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    config = TrainConfig(corpus=[str(tiny_corpus)], valid=str(tiny_corpus), out=str(run_dir), max_steps=160, epochs=1000, **TINY_TRAIN)
+    train(config, ModelConfig(**TINY_MODEL), show_progress=False)
+    return run_dir
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """Run the real console entry point in-process: returns (exit code, stdout, stderr)."""
+    from textae.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["textae", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

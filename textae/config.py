@@ -17,6 +17,7 @@ CELLS = ("lstm", "gru", "rnn")
 POOLINGS = ("final", "mean", "max")
 TEACHER_FORCING_SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid")
 LR_SCHEDULES = ("cosine", "constant")
+SCHEDULED_SAMPLING_MODES = ("parallel", "step")
 
 C = TypeVar("C")
 
@@ -65,7 +66,7 @@ class TrainConfig:
     tokenizer: str | None = None  # reuse this tokenizer.json instead of training one
     vocab_size: int = 8000  # vocabulary size of a newly trained tokenizer
     max_length: int = 64  # truncate sentences to this many tokens
-    batch_size: int = 64  # sentences per optimisation step
+    batch_size: int = 128  # sentences per optimisation step (large batches keep 2 CPU cores busy)
     epochs: int = 10  # passes over the training data (the run also stops at max_steps or early stopping)
     max_steps: int | None = None  # stop after this many optimisation steps
     learning_rate: float = 2e-3  # peak AdamW learning rate
@@ -77,6 +78,7 @@ class TrainConfig:
     teacher_forcing_start: float = 1.0  # probability of feeding the gold token at step 0
     teacher_forcing_end: float = 0.75  # probability the schedule decays to
     teacher_forcing_decay_steps: int | None = None  # steps to reach the end value (default: the whole run)
+    scheduled_sampling: str = "parallel"  # how predictions are fed: "step" (Bengio) or "parallel" (two-pass)
     eval_every: int = 500  # validate every this many steps (and at the end of each epoch)
     patience: int = 5  # stop after this many validations without improvement (0 disables)
     checkpoint_every: int = 200  # write the resumable checkpoint every this many steps
@@ -87,6 +89,7 @@ class TrainConfig:
     def validate(self) -> None:
         _check_choice("teacher_forcing_schedule", self.teacher_forcing_schedule, TEACHER_FORCING_SCHEDULES)
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_choice("scheduled_sampling", self.scheduled_sampling, SCHEDULED_SAMPLING_MODES)
         for name in ("vocab_size", "max_length", "batch_size", "epochs", "eval_every", "checkpoint_every", "log_every"):
             _check_positive(name, getattr(self, name))
         for name in ("max_steps", "teacher_forcing_decay_steps", "num_threads"):

@@ -134,12 +134,17 @@ class Autoencoder(nn.Module):
         lengths: torch.Tensor,
         targets: torch.Tensor | None = None,
         teacher_forcing_ratio: float = 1.0,
+        sampling: str = "parallel",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruct targets (default: the input followed by <eos>) from the input's vector.
 
         input_ids (B, T), lengths (B,), targets (B, T') padded with <pad> -> (logits (B, T', V), loss).
         With teacher_forcing_ratio < 1 each decoder input is, with that probability, the gold token,
-        and otherwise the model's own detached greedy prediction (scheduled sampling).
+        and otherwise the model's own detached greedy prediction (scheduled sampling). sampling="step"
+        feeds predictions step by step as in Bengio et al. 2015; "parallel" takes them from a
+        teacher-forced pass without gradient and then decodes the mixed inputs in one call
+        (two-pass scheduled sampling, Duckworth et al. 2019 / Mihaylova & Martins 2019), which keeps
+        the fast whole-sequence RNN kernel.
         """
         if targets is None:
             targets = append_eos(input_ids, lengths, self.config)
@@ -149,8 +154,14 @@ class Autoencoder(nn.Module):
         gold_inputs = torch.cat([bos, targets[:, :-1]], dim=1)  # (B, T')
         if teacher_forcing_ratio >= 1.0 or not self.training:
             logits, _ = self.decoder(gold_inputs, sentence_embedding, state)
-        else:
+        elif sampling == "step":
             logits = self._scheduled_sampling(gold_inputs, sentence_embedding, state, teacher_forcing_ratio)
+        else:
+            with torch.no_grad():
+                first_pass, _ = self.decoder(gold_inputs, sentence_embedding, state)
+            predictions = first_pass.argmax(dim=-1)  # (B, T'): prediction for position t+1 made at t
+            mixed = mix_inputs(gold_inputs, predictions, teacher_forcing_ratio)
+            logits, _ = self.decoder(mixed, sentence_embedding, state)
         loss = F.cross_entropy(
             logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=self.config.pad_id
         )
@@ -159,16 +170,15 @@ class Autoencoder(nn.Module):
     def _scheduled_sampling(
         self, gold_inputs: torch.Tensor, sentence_embedding: torch.Tensor, state: RecurrentState, ratio: float
     ) -> torch.Tensor:
-        """The one place that decides, per step and per sentence, gold token or own prediction."""
+        """Bengio et al.'s step-by-step scheduled sampling: each input depends on the previous choice."""
         step_logits = []
         next_input = gold_inputs[:, :1]
         for step in range(gold_inputs.size(1)):
             logits, state = self.decoder(next_input, sentence_embedding, state)  # (B, 1, V)
             step_logits.append(logits)
             if step + 1 < gold_inputs.size(1):
-                prediction = logits.argmax(dim=-1).detach()  # (B, 1); no gradient through the choice
-                use_gold = torch.rand(prediction.shape, device=prediction.device) < ratio
-                next_input = torch.where(use_gold, gold_inputs[:, step + 1 : step + 2], prediction)
+                gold = gold_inputs[:, step : step + 2]
+                next_input = mix_inputs(gold, logits.argmax(dim=-1), ratio)[:, 1:]
         return torch.cat(step_logits, dim=1)
 
     @torch.no_grad()
@@ -200,6 +210,18 @@ class Autoencoder(nn.Module):
             logits.transpose(1, 2), targets, ignore_index=self.config.pad_id, reduction="none"
         )  # (B, T')
         return token_nll.sum(dim=1) / (lengths.clamp(min=0) + 1).to(token_nll.dtype)
+
+
+def mix_inputs(gold_inputs: torch.Tensor, predictions: torch.Tensor, ratio: float) -> torch.Tensor:
+    """The one place that decides gold token or own prediction for each decoder input.
+
+    gold_inputs (B, T) start with <bos>; predictions[:, t] is the model's guess for position t + 1.
+    Input t + 1 is the gold token with probability ratio, else the detached prediction; <bos> stays.
+    """
+    shifted = predictions[:, : gold_inputs.size(1) - 1].detach()  # no gradient through the choice
+    use_gold = torch.rand(shifted.shape, device=shifted.device) < ratio
+    mixed = torch.where(use_gold, gold_inputs[:, 1:], shifted)
+    return torch.cat([gold_inputs[:, :1], mixed], dim=1)
 
 
 def append_eos(input_ids: torch.Tensor, lengths: torch.Tensor, config: ModelConfig) -> torch.Tensor:

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from tokenizers import Tokenizer
 
+from textae.atomic import atomic_write_text
 from textae.checkpoint import (
     BEST_FILE,
     CHECKPOINT_FILE,
@@ -78,6 +79,8 @@ def train(
         run_dir = _prepare_new_run_dir(Path(train_config.out))
     if train_config.num_threads:
         torch.set_num_threads(train_config.num_threads)
+    # Recurrent gradients decay into denormal floats, which slow CPU matmuls by up to 10x.
+    torch.set_flush_denormal(True)
 
     tokenizer, train_data, valid_data = _prepare_data(train_config, run_dir, resume, console)
     model_config = replace(
@@ -163,7 +166,13 @@ def train(
                         train_config.teacher_forcing_end,
                         decay_steps,
                     )
-                    _, loss = model(batch.input_ids, batch.lengths, batch.targets, teacher_forcing_ratio=ratio)
+                    _, loss = model(
+                        batch.input_ids,
+                        batch.lengths,
+                        batch.targets,
+                        teacher_forcing_ratio=ratio,
+                        sampling=train_config.scheduled_sampling,
+                    )
                     if not torch.isfinite(loss):
                         raise TextaeError(f"loss became {loss.item()} at step {state.step}; lower --learning-rate")
                     optimizer.zero_grad(set_to_none=True)
@@ -207,8 +216,6 @@ def train(
                 break  # step limit, simulated kill or early stop inside the epoch
     except KeyboardInterrupt:
         interrupted = True
-    finally:
-        metrics.close()
 
     if interrupted or (stop_at_step is not None and state.step < total_steps and not state.stopped_early):
         checkpoint()
@@ -406,17 +413,15 @@ class _MetricsLog:
     """metrics.jsonl, appended a line at a time; on resume, records past the checkpoint are dropped."""
 
     def __init__(self, path: Path, keep_through_step: int | None) -> None:
+        self.path = path
         if keep_through_step is not None and path.exists():
             kept = [line for line in path.read_text(encoding="utf-8").splitlines() if _step_of(line) <= keep_through_step]
-            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        self.handle = open(path, "a", encoding="utf-8")
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
-        self.handle.write(json.dumps(record) + "\n")
-        self.handle.flush()
-
-    def close(self) -> None:
-        self.handle.close()
+        # opened per record: records are rare, and a killed run leaves at most one partial line
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
 
 
 def _step_of(line: str) -> int:

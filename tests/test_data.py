@@ -1,0 +1,44 @@
+import numpy as np
+
+from textae.data import collate, epoch_batches, tokenize_corpus, tokenize_with_split
+from textae.tokenizer import train_tokenizer
+
+from conftest import TINY_SENTENCES
+
+
+def test_split_is_seeded_and_capped() -> None:
+    tokenizer = train_tokenizer(TINY_SENTENCES, vocab_size=400)
+    first = tokenize_with_split(TINY_SENTENCES * 4, tokenizer, 64, valid_fraction=0.2, max_valid=15, seed=3)
+    again = tokenize_with_split(TINY_SENTENCES * 4, tokenizer, 64, valid_fraction=0.2, max_valid=15, seed=3)
+    train, valid = first
+    assert len(valid) == 15 and len(train) + len(valid) == 200
+    assert np.array_equal(train.token_ids, again[0].token_ids) and np.array_equal(valid.offsets, again[1].offsets)
+
+
+def test_corpus_memory_is_its_token_ids() -> None:
+    tokenizer = train_tokenizer(TINY_SENTENCES, vocab_size=400)
+    corpus = tokenize_corpus(TINY_SENTENCES, tokenizer, 64)
+    assert corpus.token_ids.dtype == np.int32 and corpus.token_ids.ndim == 1
+    assert len(corpus) == len(TINY_SENTENCES) and corpus.num_tokens == corpus.token_ids.size
+
+
+def test_epoch_batches_cover_every_sentence_once_with_little_padding() -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 60, size=5000)
+    batches = epoch_batches(lengths, batch_size=32, seed=1, epoch=0)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(5000))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, epoch_batches(lengths, 32, seed=1, epoch=0)))
+    assert not np.array_equal(np.concatenate(batches), np.concatenate(epoch_batches(lengths, 32, seed=1, epoch=1)))
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    assert lengths.sum() / padded > 0.9  # random batches would be about half padding
+
+
+def test_collate_places_eos_and_padding() -> None:
+    tokenizer = train_tokenizer(TINY_SENTENCES, vocab_size=400)
+    corpus = tokenize_corpus(["the cat sat on the mat.", "it rained."], tokenizer, 64)
+    batch = collate(corpus, np.array([0, 1]), pad_id=0, eos_id=2)
+    n0, n1 = batch.lengths.tolist()
+    assert batch.input_ids.shape == (2, max(n0, n1)) and batch.targets.shape == (2, max(n0, n1) + 1)
+    assert batch.targets[0, n0] == 2 and batch.targets[1, n1] == 2
+    assert batch.input_ids[1, n1:].eq(0).all() and batch.targets[1, n1 + 1 :].eq(0).all()
+    assert batch.num_target_tokens == n0 + n1 + 2

@@ -1,0 +1,132 @@
+import pytest
+import torch
+
+from textae.config import ModelConfig
+from textae.model import Autoencoder, append_eos, mix_inputs
+
+VOCAB = 50
+
+
+def make_model(**overrides: object) -> Autoencoder:
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=VOCAB, embedding_dim=16, hidden_size=24, latent_dim=12, max_length=20, **overrides)
+    return Autoencoder(config).eval()
+
+
+def padded_batch(sentences: list[list[int]], width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    width = width or max(map(len, sentences))
+    input_ids = torch.zeros(len(sentences), width, dtype=torch.long)
+    for row, tokens in enumerate(sentences):
+        input_ids[row, : len(tokens)] = torch.tensor(tokens)
+    return input_ids, torch.tensor([len(s) for s in sentences])
+
+
+VARIANTS = [
+    {},
+    {"cell": "gru"},
+    {"cell": "rnn"},
+    {"bidirectional": True},
+    {"num_layers": 2},
+    {"pooling": "mean"},
+    {"pooling": "max", "bidirectional": True},
+    {"tie_embeddings": False},
+]
+
+
+@pytest.mark.parametrize("overrides", VARIANTS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_sentence_vector_does_not_depend_on_its_batch(overrides: dict) -> None:
+    model = make_model(**overrides)
+    sentence = [5, 9, 11, 7]
+    alone = model.encode(*padded_batch([sentence]))
+    others = [[4] * 12, sentence, [8, 6], [30] * 7]
+    in_batch = model.encode(*padded_batch(others, width=15))  # extra padding columns too
+    torch.testing.assert_close(in_batch[1], alone[0], atol=1e-6, rtol=0)
+
+
+def test_loss_ignores_padding() -> None:
+    model = make_model()
+    input_ids, lengths = padded_batch([[5, 6, 7], [8, 9]])
+    _, loss = model(input_ids, lengths)
+    wider_ids, _ = padded_batch([[5, 6, 7], [8, 9]], width=9)
+    _, wider_loss = model(wider_ids, lengths)
+    torch.testing.assert_close(loss, wider_loss, atol=1e-6, rtol=0)
+
+
+def test_forward_shapes_and_targets() -> None:
+    model = make_model()
+    input_ids, lengths = padded_batch([[5, 6, 7], [8, 9]])
+    targets = append_eos(input_ids, lengths, model.config)
+    assert targets.tolist() == [[5, 6, 7, 2], [8, 9, 2, 0]]
+    logits, loss = model(input_ids, lengths)
+    assert logits.shape == (2, 4, VOCAB)
+    assert loss.item() == pytest.approx(torch.log(torch.tensor(float(VOCAB))).item(), rel=0.2)
+
+
+def test_mix_inputs_keeps_bos_and_chooses_gold_or_prediction() -> None:
+    gold = torch.tensor([[1, 5, 6, 7]])
+    predictions = torch.tensor([[15, 16, 17, 2]])
+    assert mix_inputs(gold, predictions, 1.0).tolist() == [[1, 5, 6, 7]]
+    assert mix_inputs(gold, predictions, 0.0).tolist() == [[1, 15, 16, 17]]
+    torch.manual_seed(0)
+    mixed = mix_inputs(gold.repeat(2000, 1), predictions.repeat(2000, 1), 0.7)
+    assert (mixed[:, 1:] == gold[:, 1:]).float().mean().item() == pytest.approx(0.7, abs=0.03)
+
+
+@pytest.mark.parametrize("sampling", ["parallel", "step"])
+def test_scheduled_sampling_trains_and_full_teacher_forcing_matches_eval(sampling: str) -> None:
+    model = make_model()
+    input_ids, lengths = padded_batch([[5, 6, 7], [8, 9]])
+    model.train()
+    _, forced = model(input_ids, lengths, teacher_forcing_ratio=1.0, sampling=sampling)
+    _, sampled = model(input_ids, lengths, teacher_forcing_ratio=0.0, sampling=sampling)
+    sampled.backward()
+    assert model.encoder.rnn.weight_hh_l0.grad is not None
+    model.eval()
+    _, evaluated = model(input_ids, lengths)
+    torch.testing.assert_close(forced, evaluated)
+
+
+def test_step_sampling_with_full_forcing_equals_parallel_decoder() -> None:
+    model = make_model()
+    input_ids, lengths = padded_batch([[5, 6, 7], [8, 9]])
+    targets = append_eos(input_ids, lengths, model.config)
+    z = model.encode(input_ids, lengths)
+    gold = torch.cat([torch.ones_like(targets[:, :1]), targets[:, :-1]], dim=1)
+    parallel, _ = model.decoder(gold, z, model.decoder.initial_state(z))
+    stepped = model._scheduled_sampling(gold, z, model.decoder.initial_state(z), ratio=1.0)
+    torch.testing.assert_close(parallel, stepped, atol=1e-5, rtol=0)
+
+
+def test_greedy_decode_pads_after_eos() -> None:
+    model = make_model()
+    z = torch.randn(3, model.config.latent_dim)
+    ids = model.greedy_decode(z, max_length=12)
+    assert ids.shape[0] == 3 and ids.shape[1] <= 12
+    for row in ids.tolist():
+        if 2 in row:
+            assert all(token == 0 for token in row[row.index(2) + 1 :])
+
+
+def test_score_is_mean_token_negative_log_likelihood() -> None:
+    model = make_model()
+    input_ids, lengths = padded_batch([[5, 6, 7], [8, 9]])
+    logits, _ = model(input_ids, lengths)
+    targets = append_eos(input_ids, lengths, model.config)
+    log_probs = logits.log_softmax(-1).gather(2, targets.unsqueeze(2)).squeeze(2)
+    expected = torch.stack([-log_probs[0, :4].mean(), -log_probs[1, :3].mean()])
+    torch.testing.assert_close(model.score(input_ids, lengths), expected, atol=1e-5, rtol=0)
+
+
+def test_empty_sentence_reads_one_pad_instead_of_crashing() -> None:
+    model = make_model()
+    vector = model.encode(torch.zeros(1, 1, dtype=torch.long), torch.tensor([0]))
+    assert torch.isfinite(vector).all()
+
+
+def test_bad_config_is_refused() -> None:
+    from textae.errors import TextaeError
+
+    with pytest.raises(TextaeError, match="cell"):
+        Autoencoder(ModelConfig(vocab_size=VOCAB, cell="transformer"))
+    with pytest.raises(TextaeError, match="dropout"):
+        Autoencoder(ModelConfig(vocab_size=VOCAB, dropout=1.5))

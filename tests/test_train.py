@@ -1,0 +1,91 @@
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from textae.checkpoint import load_model_from_run
+from textae.config import ModelConfig, TrainConfig
+from textae.errors import TextaeError
+from textae.tokenizer import load_tokenizer
+from textae.train import read_metrics, reconstruct, train
+
+from conftest import TINY_MODEL, TINY_SENTENCES, TINY_TRAIN
+
+
+def test_overfits_tiny_corpus_to_exact_free_running_reconstruction(trained_run: Path) -> None:
+    model, checkpoint = load_model_from_run(trained_run)
+    assert checkpoint["metrics"]["free_running_exact_match"] >= 0.95
+    tokenizer = load_tokenizer(trained_run / "tokenizer.json")
+    outputs = reconstruct(model, tokenizer, TINY_SENTENCES)
+    exact = sum(o == s for o, s in zip(outputs, TINY_SENTENCES)) / len(TINY_SENTENCES)
+    assert exact >= 0.95
+
+
+def test_loss_goes_down_and_run_folder_is_complete(trained_run: Path) -> None:
+    records = read_metrics(trained_run)
+    train_losses = [r["loss"] for r in records if r["type"] == "train"]
+    assert train_losses[-1] < train_losses[0] / 20
+    valid = [r for r in records if r["type"] == "valid"]
+    assert {"loss", "token_accuracy", "free_running_token_accuracy", "free_running_exact_match"} <= set(valid[-1])
+    assert {"teacher_forcing_ratio", "tokens_per_second", "learning_rate"} <= set(records[0])
+    for name in ("config.json", "tokenizer.json", "checkpoint.pt", "best.pt", "metrics.jsonl", "loss.png", "summary.json"):
+        assert (trained_run / name).is_file(), name
+    assert (trained_run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["finished"] and summary["best_valid"]["free_running_exact_match"] >= 0.95
+    # checkpoints hold only tensors and plain values
+    state = torch.load(trained_run / "checkpoint.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "torch_rng_state", "training_state", "model_config"} <= set(state)
+
+
+def _config(tmp_path: Path, corpus: Path, name: str, **overrides: object) -> TrainConfig:
+    settings = {**TINY_TRAIN, "eval_every": 6, "checkpoint_every": 3, "log_every": 2, "max_steps": 12, **overrides}
+    return TrainConfig(corpus=[str(corpus)], out=str(tmp_path / name), epochs=100, **settings)
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("sampling", ["parallel", "step"])
+def test_resume_continues_bit_for_bit(tmp_path: Path, tiny_corpus: Path, sampling: str) -> None:
+    # dropout and scheduled sampling both draw random numbers: resume must restore the RNG too
+    model = ModelConfig(**TINY_MODEL, dropout=0.1)
+    overrides = {"teacher_forcing_end": 0.5, "scheduled_sampling": sampling}
+    straight = _config(tmp_path, tiny_corpus, "straight", **overrides)
+    train(straight, model, show_progress=False)
+    interrupted = _config(tmp_path, tiny_corpus, "interrupted", **overrides)
+    partial = train(interrupted, model, show_progress=False, stop_at_step=5)
+    assert partial["finished"] is False and not (tmp_path / "interrupted" / "summary.json").exists()
+    train(dataclasses.replace(interrupted), resume=True, show_progress=False)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "interrupted")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda records: [{k: v for k, v in r.items() if k != "tokens_per_second"} for r in records]  # noqa: E731
+    assert strip(read_metrics(tmp_path / "straight")) == strip(read_metrics(tmp_path / "interrupted"))
+
+
+def test_same_seed_same_result_other_seed_other_result(tmp_path: Path, tiny_corpus: Path) -> None:
+    model = ModelConfig(**TINY_MODEL)
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        train(_config(tmp_path, tiny_corpus, name, seed=seed, max_steps=4), model, show_progress=False)
+    a, b, c = (_weights(tmp_path / n) for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_refuses_to_overwrite_a_run_and_to_resume_a_non_run(tmp_path: Path, tiny_corpus: Path) -> None:
+    config = _config(tmp_path, tiny_corpus, "run", max_steps=2)
+    train(config, ModelConfig(**TINY_MODEL), show_progress=False)
+    with pytest.raises(TextaeError, match="already holds a run"):
+        train(config, ModelConfig(**TINY_MODEL), show_progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TextaeError, match="not a textae run folder"):
+        train(_config(tmp_path, tiny_corpus, "empty"), resume=True, show_progress=False)
+
+
+def test_reuses_a_given_tokenizer(tmp_path: Path, tiny_corpus: Path, trained_run: Path) -> None:
+    config = _config(tmp_path, tiny_corpus, "reuse", max_steps=1, tokenizer=str(trained_run / "tokenizer.json"))
+    train(config, ModelConfig(**TINY_MODEL), show_progress=False)
+    assert (tmp_path / "reuse" / "tokenizer.json").read_bytes() == (trained_run / "tokenizer.json").read_bytes()
