@@ -37,7 +37,7 @@ def test_loss_goes_down_and_run_folder_is_complete(trained_run: Path) -> None:
     assert summary["finished"] and summary["best_valid"]["free_running_exact_match"] >= 0.95
     # checkpoints hold only tensors and plain values
     state = torch.load(trained_run / "checkpoint.pt", weights_only=True)
-    assert {"model", "optimizer", "scheduler", "torch_rng_state", "training_state", "model_config"} <= set(state)
+    assert {"model", "optimizer", "scheduler", "rng_states", "training_state", "model_config"} <= set(state)
 
 
 def _config(tmp_path: Path, corpus: Path, name: str, **overrides: object) -> TrainConfig:

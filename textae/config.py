@@ -84,6 +84,7 @@ class TrainConfig:
     checkpoint_every: int = 200  # write the resumable checkpoint every this many steps
     seed: int = 0  # seeds data order, initialisation, dropout and sampling
     num_threads: int | None = None  # torch intra-op threads (default: torch's choice)
+    device: str = "auto"  # auto (cuda when available), cpu or cuda
     log_every: int = 20  # steps between metrics.jsonl training records
 
     def validate(self) -> None:

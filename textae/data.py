@@ -1,13 +1,21 @@
-"""Tokenized corpora held as one flat array of token ids, length-bucketed batches, and padding.
+"""Tokenized corpora, the on-disk token store, length-bucketed batches, and padding.
 
-Memory: a corpus costs its token ids (4 bytes each, int32) plus one 8-byte offset per sentence;
-sentences are streamed from disk in chunks and never kept as Python strings.
+Memory: a corpus held in memory costs its token ids (4 bytes each, int32) plus one 8-byte offset per
+sentence. The training split is written to a token store on disk and read a batch at a time with
+positioned reads, so only the offsets (8 bytes a sentence) stay in memory: the page cache, not the
+process, holds the ids. Sentences are streamed from disk in chunks and never kept as Python strings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -17,12 +25,16 @@ from textae.tokenizer import encode_batch
 
 ENCODE_CHUNK = 4096  # sentences tokenized per call: large enough for the Rust side's threads
 BUCKET_BATCHES = 50  # batches per length-sorting pool: more means less padding, less randomness
+TOKEN_DTYPE = np.int32
+STORE_FORMAT = 1
 
 
 @dataclass
 class TokenizedCorpus:
-    token_ids: np.ndarray  # (total tokens,) int32, sentences back to back
-    offsets: np.ndarray  # (num_sentences + 1,) int64, sentence i is token_ids[offsets[i]:offsets[i+1]]
+    offsets: np.ndarray  # (num_sentences + 1,) int64, sentence i is tokens[offsets[i]:offsets[i+1]]
+    token_ids: np.ndarray | None = None  # (total tokens,) int32 in memory, or None when token_file is set
+    token_file: Path | None = None  # raw int32 ids on disk (the token store)
+    _fd: int | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -31,30 +43,52 @@ class TokenizedCorpus:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def sentence(self, index: int) -> np.ndarray:
-        return self.token_ids[self.offsets[index] : self.offsets[index + 1]]
-
     @property
     def num_tokens(self) -> int:
         return int(self.offsets[-1])
 
+    def sentence(self, index: int) -> np.ndarray:
+        start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
+        if self.token_ids is not None:
+            return self.token_ids[start:stop]
+        if self._fd is None:
+            self._fd = os.open(str(self.token_file), os.O_RDONLY)
+        itemsize = np.dtype(TOKEN_DTYPE).itemsize
+        data = os.pread(self._fd, (stop - start) * itemsize, start * itemsize)
+        return np.frombuffer(data, dtype=TOKEN_DTYPE)
+
+    def __del__(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+
 
 class _CorpusBuilder:
-    def __init__(self) -> None:
+    """Collects tokenized chunks in memory, or streams them to a file (then only lengths are kept)."""
+
+    def __init__(self, sink: BinaryIO | None = None) -> None:
+        self.sink = sink
         self.chunks: list[np.ndarray] = []
         self.lengths: list[np.ndarray] = []
 
     def add(self, sequences: list[list[int]]) -> None:
-        if sequences:
-            self.chunks.append(np.fromiter((t for s in sequences for t in s), dtype=np.int32))
-            self.lengths.append(np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences)))
+        if not sequences:
+            return
+        ids = np.fromiter((t for s in sequences for t in s), dtype=TOKEN_DTYPE)
+        if self.sink is not None:
+            self.sink.write(ids.tobytes())
+        else:
+            self.chunks.append(ids)
+        self.lengths.append(np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences)))
 
-    def build(self) -> TokenizedCorpus:
-        token_ids = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.int32)
+    def offsets(self) -> np.ndarray:
         lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, dtype=np.int64)
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        return TokenizedCorpus(token_ids, offsets)
+        return offsets
+
+    def build(self) -> TokenizedCorpus:
+        token_ids = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=TOKEN_DTYPE)
+        return TokenizedCorpus(self.offsets(), token_ids)
 
 
 def _chunks(sentences: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -76,11 +110,21 @@ def tokenize_corpus(sentences: Iterable[str], tokenizer: Tokenizer, max_length: 
 
 
 def tokenize_with_split(
-    sentences: Iterable[str], tokenizer: Tokenizer, max_length: int, valid_fraction: float, max_valid: int, seed: int
+    sentences: Iterable[str],
+    tokenizer: Tokenizer,
+    max_length: int,
+    valid_fraction: float,
+    max_valid: int,
+    seed: int,
+    train_sink: BinaryIO | None = None,
 ) -> tuple[TokenizedCorpus, TokenizedCorpus]:
-    """Hold out a seeded random share of the stream for validation (at most max_valid sentences)."""
+    """Hold out a seeded random share of the stream for validation (at most max_valid sentences).
+
+    With train_sink, the training ids are written there and the returned training corpus carries only
+    offsets (the caller attaches the file).
+    """
     rng = np.random.default_rng([seed, 1])
-    train, valid = _CorpusBuilder(), _CorpusBuilder()
+    train, valid = _CorpusBuilder(train_sink), _CorpusBuilder()
     valid_count = 0
     for chunk in _chunks(sentences, ENCODE_CHUNK):
         encoded = encode_batch(tokenizer, chunk, max_length)
@@ -95,6 +139,57 @@ def tokenize_with_split(
         train.add(train_part)
         valid.add(valid_part)
     return train.build(), valid.build()
+
+
+def token_store_key(corpus_files: Sequence[Path], valid_files: Sequence[Path], tokenizer_file: Path, settings: dict) -> str:
+    """Checksum of everything the stored token ids depend on: corpus bytes, tokenizer, split settings."""
+    digest = hashlib.sha256(json.dumps({"format": STORE_FORMAT, **settings}, sort_keys=True).encode())
+    for role, paths in (("corpus", corpus_files), ("valid", valid_files), ("tokenizer", [tokenizer_file])):
+        for path in paths:
+            digest.update(f"{role}:{Path(path).name}:".encode())
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def build_token_store(
+    store_dir: Path,
+    train_sentences: Iterable[str],
+    tokenizer: Tokenizer,
+    max_length: int,
+    *,
+    valid_sentences: Iterable[str] | None = None,
+    valid_fraction: float = 0.05,
+    max_valid: int = 2000,
+    seed: int = 0,
+) -> None:
+    """Tokenize once into store_dir (built beside it, then renamed: a killed build leaves no store)."""
+    building = store_dir.with_name(store_dir.name + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    with open(building / "train_tokens.bin", "wb") as sink:
+        if valid_sentences is None:
+            train, valid = tokenize_with_split(train_sentences, tokenizer, max_length, valid_fraction, max_valid, seed, sink)
+        else:
+            builder = _CorpusBuilder(sink)
+            for chunk in _chunks(train_sentences, ENCODE_CHUNK):
+                builder.add(encode_batch(tokenizer, chunk, max_length))
+            train = TokenizedCorpus(builder.offsets())
+            valid = tokenize_corpus(valid_sentences, tokenizer, max_length)
+        sink.flush()
+        os.fsync(sink.fileno())
+    np.save(building / "train_offsets.npy", train.offsets)
+    np.save(building / "valid_offsets.npy", valid.offsets)
+    np.save(building / "valid_tokens.npy", valid.token_ids)
+    (building / "meta.json").write_text(json.dumps({"format": STORE_FORMAT, "train_sentences": len(train)}))
+    os.replace(building, store_dir)
+
+
+def open_token_store(store_dir: Path) -> tuple[TokenizedCorpus, TokenizedCorpus]:
+    train = TokenizedCorpus(np.load(store_dir / "train_offsets.npy"), token_file=store_dir / "train_tokens.bin")
+    valid = TokenizedCorpus(np.load(store_dir / "valid_offsets.npy"), np.load(store_dir / "valid_tokens.npy"))
+    return train, valid
 
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -124,8 +219,17 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
 @dataclass
 class Batch:
     input_ids: torch.Tensor  # (B, T) int64, <pad> after each sentence
-    lengths: torch.Tensor  # (B,) int64
+    lengths: torch.Tensor  # (B,) int64, stays on the CPU (packing wants it there)
     targets: torch.Tensor  # (B, T + 1) int64: the sentence, <eos>, then <pad>
+
+    def to(self, device: torch.device) -> Batch:
+        if device.type == "cpu":
+            return self
+        return Batch(
+            self.input_ids.pin_memory().to(device, non_blocking=True),
+            self.lengths,
+            self.targets.pin_memory().to(device, non_blocking=True),
+        )
 
     @property
     def num_target_tokens(self) -> int:
@@ -133,6 +237,7 @@ class Batch:
 
 
 def collate(corpus: TokenizedCorpus, indices: np.ndarray, pad_id: int, eos_id: int) -> Batch:
+    """Pad a batch; pinned memory is left to the caller (only worth it when copying to a GPU)."""
     lengths = corpus.lengths[indices]
     max_len = max(int(lengths.max()), 1)
     input_ids = np.full((len(indices), max_len), pad_id, dtype=np.int64)

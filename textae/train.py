@@ -36,7 +36,17 @@ from textae.checkpoint import (
 )
 from textae.config import ModelConfig, TrainConfig, from_dict, load_json, save_json, to_dict
 from textae.corpus import iter_corpus, resolve_paths
-from textae.data import TokenizedCorpus, collate, epoch_batches, sorted_batches, tokenize_corpus, tokenize_with_split
+from textae import distributed
+from textae.data import (
+    TokenizedCorpus,
+    build_token_store,
+    collate,
+    epoch_batches,
+    open_token_store,
+    sorted_batches,
+    token_store_key,
+    tokenize_corpus,
+)
 from textae.errors import TextaeError
 from textae.model import Autoencoder, count_parameters
 from textae.schedules import learning_rate_factor, teacher_forcing_ratio
@@ -55,8 +65,9 @@ class TrainingState:
     best_valid_loss: float = math.inf
     best_step: int = -1
     validations_without_improvement: int = 0
-    tokens_seen: int = 0
+    tokens_seen: float = 0.0  # target tokens over all ranks
     stopped_early: bool = False
+    world_size: int = 1  # processes the run was started with (a resume must match)
 
 
 def train(
@@ -68,167 +79,259 @@ def train(
     console: Console | None = None,
     stop_at_step: int | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) a run and return its summary. stop_at_step simulates a killed run."""
-    console = console or Console(stderr=True)
+    """Train (or resume) a run and return its summary. stop_at_step simulates a killed run.
+
+    Under torchrun every process calls this: each trains on its own shard of every epoch with
+    DistributedDataParallel, and only rank 0 writes files and shows progress.
+    """
     if resume:
         run_dir = Path(train_config.out)
         train_config, model_config = _load_run_configs(run_dir)
     else:
         model_config = model_config or ModelConfig()
         train_config.validate()
-        run_dir = _prepare_new_run_dir(Path(train_config.out))
-    if train_config.num_threads:
-        torch.set_num_threads(train_config.num_threads)
-    # Recurrent gradients decay into denormal floats, which slow CPU matmuls by up to 10x.
-    torch.set_flush_denormal(True)
-
-    tokenizer, train_data, valid_data = _prepare_data(train_config, run_dir, resume, console)
-    model_config = replace(
-        model_config,
-        vocab_size=tokenizer.get_vocab_size(),
-        max_length=train_config.max_length,
-        **special_token_ids(tokenizer),
-    )
-    model_config.validate()
-    if not resume:
-        save_json(run_dir / CONFIG_FILE, {"model": to_dict(model_config), "train": to_dict(train_config)})
-
-    torch.manual_seed(train_config.seed)
-    model = Autoencoder(model_config)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay
-    )
-    batches_per_epoch = math.ceil(len(train_data) / train_config.batch_size)
-    total_steps = train_config.epochs * batches_per_epoch
-    if train_config.max_steps:
-        total_steps = min(total_steps, train_config.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: learning_rate_factor(train_config.lr_schedule, step, train_config.warmup_steps, total_steps),
-    )
-    state = TrainingState()
-    if resume:
-        state = _restore(run_dir, model, optimizer, scheduler)
-        console.print(f"resuming {run_dir} at step {state.step}")
-    else:
-        console.print(
-            f"training {count_parameters(model):,} parameters on {len(train_data):,} sentences "
-            f"({train_data.num_tokens:,} tokens), validating on {len(valid_data):,}; {total_steps:,} steps"
-        )
-
-    decay_steps = train_config.teacher_forcing_decay_steps or total_steps
-    metrics = _MetricsLog(run_dir / METRICS_FILE, keep_through_step=state.step if resume else None)
-    last_validated_step = -1
-    interrupted = False
-    progress = _make_progress(console, show_progress)
-    task = progress.add_task("train", total=total_steps, completed=state.step, loss=float("nan"), tps=0.0, tf=1.0)
-    window_tokens, window_start = 0, time.perf_counter()
-
-    def checkpoint() -> None:
-        save_checkpoint(run_dir / CHECKPOINT_FILE, _checkpoint_state(model, optimizer, scheduler, state, model_config, train_config))
-
-    def validate() -> bool:
-        """Run validation, keep the best weights; True when early stopping says stop."""
-        nonlocal last_validated_step
-        last_validated_step = state.step
-        result = evaluate(model, valid_data, train_config.free_running_sentences)
-        metrics.write({"type": "valid", "step": state.step, "epoch": state.epoch, **result})
-        improved = result["loss"] < state.best_valid_loss - 1e-4
-        if improved:
-            state.best_valid_loss, state.best_step = result["loss"], state.step
-            state.validations_without_improvement = 0
-            save_checkpoint(
-                run_dir / BEST_FILE,
-                {"model": model.state_dict(), "model_config": to_dict(model_config), "step": state.step, "metrics": result},
-            )
-        else:
-            state.validations_without_improvement += 1
-        progress.console.print(
-            f"step {state.step:>6}  valid loss {result['loss']:.3f}  token acc {result['token_accuracy']:.3f}  "
-            f"free-running token acc {result['free_running_token_accuracy']:.3f}  "
-            f"exact {result['free_running_exact_match']:.3f}" + ("  (best)" if improved else "")
-        )
-        return bool(train_config.patience) and state.validations_without_improvement >= train_config.patience
-
+        model_config.validate()
+        resolve_paths(train_config.corpus + ([train_config.valid] if train_config.valid else []))  # fail before writing
+        run_dir = Path(train_config.out)
+    workers = distributed.start(train_config.device)
     try:
-        with progress:
-            while state.step < total_steps and state.epoch < train_config.epochs and not state.stopped_early:
-                batches = epoch_batches(train_data.lengths, train_config.batch_size, train_config.seed, state.epoch)
-                for indices in batches[state.batch_in_epoch :]:
-                    if state.step >= total_steps or (stop_at_step is not None and state.step >= stop_at_step):
-                        break
-                    model.train()
-                    batch = collate(train_data, indices, model_config.pad_id, model_config.eos_id)
-                    ratio = teacher_forcing_ratio(
-                        train_config.teacher_forcing_schedule,
-                        state.step,
-                        train_config.teacher_forcing_start,
-                        train_config.teacher_forcing_end,
-                        decay_steps,
-                    )
-                    _, loss = model(
-                        batch.input_ids,
-                        batch.lengths,
-                        batch.targets,
-                        teacher_forcing_ratio=ratio,
-                        sampling=train_config.scheduled_sampling,
-                    )
-                    if not torch.isfinite(loss):
-                        raise TextaeError(f"loss became {loss.item()} at step {state.step}; lower --learning-rate")
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-                    optimizer.step()
-                    scheduler.step()
-                    state.step += 1
-                    state.batch_in_epoch += 1
-                    state.tokens_seen += batch.num_target_tokens
-                    window_tokens += batch.num_target_tokens
+        if not workers.is_main:
+            console, show_progress = Console(quiet=True), False
+        console = console or Console(stderr=True)
+        if not resume:
+            _on_main_then_everywhere(workers, lambda: _prepare_new_run_dir(run_dir))
+        return _Trainer(train_config, model_config, run_dir, workers, console, show_progress, resume).run(stop_at_step)
+    finally:
+        distributed.stop(workers)
 
-                    elapsed = time.perf_counter() - window_start
-                    tokens_per_second = window_tokens / elapsed if elapsed > 0 else 0.0
-                    progress.update(task, completed=state.step, loss=loss.item(), tps=tokens_per_second, tf=ratio)
-                    if state.step % train_config.log_every == 0:
-                        metrics.write(
-                            {
-                                "type": "train",
-                                "step": state.step,
-                                "epoch": state.epoch,
-                                "loss": loss.item(),
-                                "learning_rate": scheduler.get_last_lr()[0],
-                                "teacher_forcing_ratio": ratio,
-                                "tokens_per_second": tokens_per_second,
-                            }
-                        )
-                        window_tokens, window_start = 0, time.perf_counter()
-                    if state.step % train_config.eval_every == 0 and validate():
-                        state.stopped_early = True
-                    if state.step % train_config.checkpoint_every == 0 or state.stopped_early:
-                        checkpoint()
-                    if state.stopped_early:
-                        break
-                else:
-                    # the epoch ran to its end
-                    state.epoch += 1
-                    state.batch_in_epoch = 0
-                    checkpoint()
-                    continue
-                break  # step limit, simulated kill or early stop inside the epoch
-    except KeyboardInterrupt:
-        interrupted = True
 
-    if interrupted or (stop_at_step is not None and state.step < total_steps and not state.stopped_early):
-        checkpoint()
-        message = f"stopped at step {state.step}; continue with: textae train --resume --out {run_dir}"
-        console.print(message)
-        if interrupted:
-            raise KeyboardInterrupt
-        return {"run_dir": str(run_dir), "step": state.step, "finished": False}
+class _Trainer:
+    """One training run in one process: the loop, validation and checkpoints."""
 
-    if last_validated_step != state.step:
-        validate()
-    checkpoint()
-    return _finish(run_dir, state, total_steps, console)
+    def __init__(
+        self,
+        train_config: TrainConfig,
+        model_config: ModelConfig,
+        run_dir: Path,
+        workers: distributed.Workers,
+        console: Console,
+        show_progress: bool,
+        resume: bool,
+    ) -> None:
+        self.config, self.run_dir, self.workers, self.console = train_config, run_dir, workers, console
+        if train_config.num_threads:
+            torch.set_num_threads(train_config.num_threads)
+        # Recurrent gradients decay into denormal floats, which slow CPU matmuls by up to 10x.
+        torch.set_flush_denormal(True)
+
+        self.tokenizer, self.train_data, self.valid_data = _prepare_data(train_config, run_dir, resume, console, workers)
+        self.model_config = replace(
+            model_config, vocab_size=self.tokenizer.get_vocab_size(), max_length=train_config.max_length,
+            **special_token_ids(self.tokenizer),
+        )  # fmt: skip
+        self.model_config.validate()
+        if not resume and workers.is_main:
+            save_json(run_dir / CONFIG_FILE, {"model": to_dict(self.model_config), "train": to_dict(train_config)})
+
+        torch.manual_seed(train_config.seed)  # the same initial weights on every rank
+        self.model = Autoencoder(self.model_config).to(workers.device)
+        self.forward: torch.nn.Module = self.model
+        if workers.distributed:
+            device_ids = [workers.local_rank] if workers.device.type == "cuda" else None
+            self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay
+        )
+        self.steps_per_epoch = len(self._my_batches(0))
+        if self.steps_per_epoch == 0:
+            raise TextaeError(f"{len(self.train_data)} training sentences are too few for {workers.world_size} processes")
+        self.total_steps = train_config.epochs * self.steps_per_epoch
+        if train_config.max_steps:
+            self.total_steps = min(self.total_steps, train_config.max_steps)
+        total = self.total_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda step: learning_rate_factor(train_config.lr_schedule, step, train_config.warmup_steps, total),
+        )
+        self.state = TrainingState(world_size=workers.world_size)
+        if resume:
+            self.state = _restore(run_dir, self.model, self.optimizer, self.scheduler, workers)
+            console.print(f"resuming {run_dir} at step {self.state.step}")
+        else:
+            # each rank draws its own dropout masks and sampling coins
+            torch.manual_seed(train_config.seed * 1000 + workers.rank)
+            console.print(
+                f"training {count_parameters(self.model):,} parameters on {len(self.train_data):,} sentences "
+                f"({self.train_data.num_tokens:,} tokens), validating on {len(self.valid_data):,}; "
+                f"{self.total_steps:,} steps on {workers.world_size} process(es), device {workers.device}"
+            )
+        self.metrics = _MetricsLog(run_dir / METRICS_FILE, keep_through_step=self.state.step if resume else None)
+        self.progress = _make_progress(console, show_progress)
+        self.last_validated_step = -1
+        # bf16 autocast pays off on GPUs; CPU training stays in float32
+        self.autocast = workers.device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    def _my_batches(self, epoch: int) -> list[np.ndarray]:
+        """This rank's shard of the epoch: every world_size-th batch, the same count on every rank."""
+        batches = epoch_batches(self.train_data.lengths, self.config.batch_size, self.config.seed, epoch)
+        per_rank = len(batches) // self.workers.world_size
+        return batches[self.workers.rank :: self.workers.world_size][:per_rank]
+
+    def run(self, stop_at_step: int | None) -> dict[str, Any]:
+        state, config = self.state, self.config
+        decay_steps = config.teacher_forcing_decay_steps or self.total_steps
+        task = self.progress.add_task("train", total=self.total_steps, completed=state.step, loss=float("nan"), tps=0.0, tf=1.0)
+        window_tokens, window_start = 0.0, time.perf_counter()
+        interrupted = False
+        try:
+            with self.progress:
+                while state.step < self.total_steps and not state.stopped_early:
+                    batches = self._my_batches(state.epoch)
+                    for indices in batches[state.batch_in_epoch :]:
+                        if state.step >= self.total_steps or (stop_at_step is not None and state.step >= stop_at_step):
+                            break
+                        ratio = teacher_forcing_ratio(
+                            config.teacher_forcing_schedule, state.step, config.teacher_forcing_start,
+                            config.teacher_forcing_end, decay_steps,
+                        )  # fmt: skip
+                        loss, tokens = self._step(indices, ratio)
+                        state.tokens_seen += tokens
+                        window_tokens += tokens
+                        elapsed = time.perf_counter() - window_start
+                        tokens_per_second = window_tokens / elapsed if elapsed > 0 else 0.0
+                        self.progress.update(task, completed=state.step, loss=loss, tps=tokens_per_second, tf=ratio)
+                        if state.step % config.log_every == 0:
+                            self.metrics.write(
+                                {"type": "train", "step": state.step, "epoch": state.epoch, "loss": loss,
+                                 "learning_rate": self.scheduler.get_last_lr()[0], "teacher_forcing_ratio": ratio,
+                                 "tokens_per_second": tokens_per_second}
+                            )  # fmt: skip
+                            window_tokens, window_start = 0.0, time.perf_counter()
+                        if state.step % config.eval_every == 0 and self._validate():
+                            state.stopped_early = True
+                        if state.step % config.checkpoint_every == 0 or state.stopped_early:
+                            self._checkpoint()
+                        if state.stopped_early:
+                            break
+                    else:  # the epoch ran to its end
+                        state.epoch += 1
+                        state.batch_in_epoch = 0
+                        if state.epoch >= config.epochs:
+                            break
+                        continue
+                    break  # step limit, simulated kill or early stop inside the epoch
+        except KeyboardInterrupt:
+            interrupted = True
+
+        if interrupted or (stop_at_step is not None and state.step < self.total_steps and not state.stopped_early):
+            self._checkpoint()
+            self.console.print(f"stopped at step {state.step}; continue with: textae train --resume --out {self.run_dir}")
+            if interrupted:
+                raise KeyboardInterrupt
+            return {"run_dir": str(self.run_dir), "step": state.step, "finished": False}
+        if self.last_validated_step != state.step:
+            self._validate()
+        self._checkpoint()
+        in_sync = self._ranks_in_sync()
+        if not self.workers.is_main:
+            return {"run_dir": str(self.run_dir), "step": state.step, "finished": True}
+        return _finish(self.run_dir, state, self.total_steps, self.console, {"processes": self.workers.world_size, "ranks_in_sync": in_sync})
+
+    def _step(self, indices: np.ndarray, ratio: float) -> tuple[float, float]:
+        """One optimisation step; returns (loss, target tokens over all ranks)."""
+        self.model.train()
+        cfg = self.model_config
+        batch = collate(self.train_data, indices, cfg.pad_id, cfg.eos_id).to(self.workers.device)
+        with torch.autocast(device_type=self.workers.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            _, loss = self.forward(
+                batch.input_ids, batch.lengths, batch.targets,
+                teacher_forcing_ratio=ratio, sampling=self.config.scheduled_sampling,
+            )  # fmt: skip
+        if not torch.isfinite(loss):
+            raise TextaeError(f"loss became {loss.item()} at step {self.state.step}; lower --learning-rate")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.state.step += 1
+        self.state.batch_in_epoch += 1
+        return loss.item(), self.workers.sum(float(batch.num_target_tokens))
+
+    def _validate(self) -> bool:
+        """Validate on rank 0 and keep the best weights; True (on every rank) when early stopping says stop."""
+        state = self.state
+        self.last_validated_step = state.step
+        stop = False
+        if self.workers.is_main:
+            result = evaluate(self.model, self.valid_data, self.config.free_running_sentences)
+            self.metrics.write({"type": "valid", "step": state.step, "epoch": state.epoch, **result})
+            improved = result["loss"] < state.best_valid_loss - 1e-4
+            if improved:
+                state.best_valid_loss, state.best_step = result["loss"], state.step
+                state.validations_without_improvement = 0
+                save_checkpoint(
+                    self.run_dir / BEST_FILE,
+                    {"model": _cpu_state(self.model), "model_config": to_dict(self.model_config), "step": state.step, "metrics": result},
+                )
+            else:
+                state.validations_without_improvement += 1
+            self.progress.console.print(
+                f"step {state.step:>6}  valid loss {result['loss']:.3f}  token acc {result['token_accuracy']:.3f}  "
+                f"free-running token acc {result['free_running_token_accuracy']:.3f}  "
+                f"exact {result['free_running_exact_match']:.3f}" + ("  (best)" if improved else "")
+            )
+            stop = bool(self.config.patience) and state.validations_without_improvement >= self.config.patience
+        decision = self.workers.broadcast((stop, state.best_valid_loss, state.best_step, state.validations_without_improvement))
+        stop, state.best_valid_loss, state.best_step, state.validations_without_improvement = decision
+        return stop
+
+    def _checkpoint(self) -> None:
+        rng_states = self.workers.gather(_rng_state(self.workers.device))
+        if self.workers.is_main:
+            save_checkpoint(
+                self.run_dir / CHECKPOINT_FILE,
+                {
+                    "model": _cpu_state(self.model),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "rng_states": rng_states,  # one per rank
+                    "training_state": dict(vars(self.state)),
+                    "model_config": to_dict(self.model_config),
+                    "train_config": to_dict(self.config),
+                },
+            )
+        self.workers.barrier()
+
+    def _ranks_in_sync(self) -> bool:
+        """DDP keeps replicas identical; check it once at the end (cheap, and it catches a broken setup)."""
+        checksum = float(sum(p.detach().double().sum().item() for p in self.model.parameters()))
+        checksums = self.workers.gather(checksum)
+        return all(value == checksums[0] for value in checksums)
+
+
+def _on_main_then_everywhere(workers: distributed.Workers, action: Any) -> Any:
+    """Run action on rank 0 and let every rank raise its user error, so no rank waits forever."""
+    error = None
+    if workers.is_main:
+        try:
+            action()
+        except TextaeError as exc:
+            error = str(exc)
+    error = workers.broadcast(error)
+    if error:
+        raise TextaeError(error)
+
+
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
 def evaluate(model: Autoencoder, data: TokenizedCorpus, free_running_sentences: int) -> dict[str, float]:
@@ -321,31 +424,46 @@ def _load_run_configs(run_dir: Path) -> tuple[TrainConfig, ModelConfig]:
 
 
 def _prepare_data(
-    config: TrainConfig, run_dir: Path, resume: bool, console: Console
+    config: TrainConfig, run_dir: Path, resume: bool, console: Console, workers: distributed.Workers
 ) -> tuple[Tokenizer, TokenizedCorpus, TokenizedCorpus]:
+    """Tokenizer and token store are made once, by rank 0, and reused on resume; every rank opens them."""
     paths = resolve_paths(config.corpus)
     valid_paths = resolve_paths([config.valid]) if config.valid else []
     tokenizer_path = run_dir / TOKENIZER_FILE
-    if resume:
-        tokenizer = load_tokenizer(tokenizer_path)
-    elif config.tokenizer:
-        tokenizer = load_tokenizer(Path(config.tokenizer))
-        shutil.copyfile(config.tokenizer, tokenizer_path)
-    else:
+    where = ", ".join(map(str, paths))
+
+    def make_tokenizer() -> None:
+        if resume:
+            return
+        if config.tokenizer:
+            load_tokenizer(Path(config.tokenizer))
+            shutil.copyfile(config.tokenizer, tokenizer_path)
+            return
         with console.status("training the tokenizer"):
             tokenizer = train_tokenizer(iter_corpus(paths), config.vocab_size)
-        if tokenizer.get_vocab_size() <= len(special_token_ids(tokenizer)):
-            raise TextaeError(f"{', '.join(map(str, paths))}: holds no text to train on")
+        if not any(True for _ in iter_corpus(paths)):
+            raise TextaeError(f"{where}: no sentences (the corpus is empty or holds only empty lines)")
         tokenizer.save(str(tokenizer_path))
-    with console.status("tokenizing the corpus"):
-        if valid_paths:
-            train_data = tokenize_corpus(iter_corpus(paths), tokenizer, config.max_length)
-            valid_data = tokenize_corpus(iter_corpus(valid_paths), tokenizer, config.max_length)
-        else:
-            train_data, valid_data = tokenize_with_split(
-                iter_corpus(paths), tokenizer, config.max_length, config.valid_fraction, config.max_valid_sentences, config.seed
-            )
-    where = ", ".join(map(str, paths))
+
+    _on_main_then_everywhere(workers, make_tokenizer)
+    tokenizer = load_tokenizer(tokenizer_path)
+    settings = {"max_length": config.max_length, "valid_fraction": config.valid_fraction,
+                "max_valid": config.max_valid_sentences, "seed": config.seed}  # fmt: skip
+    store_dir = run_dir / "tokens" / token_store_key(paths, valid_paths, tokenizer_path, settings)
+
+    def make_store() -> None:
+        if store_dir.is_dir():
+            console.print(f"reusing the token store {store_dir}")
+            return
+        with console.status("tokenizing the corpus into the token store"):
+            build_token_store(
+                store_dir, iter_corpus(paths), tokenizer, config.max_length,
+                valid_sentences=iter_corpus(valid_paths) if valid_paths else None,
+                valid_fraction=config.valid_fraction, max_valid=config.max_valid_sentences, seed=config.seed,
+            )  # fmt: skip
+
+    _on_main_then_everywhere(workers, make_store)
+    train_data, valid_data = open_token_store(store_dir)
     if len(train_data) + len(valid_data) == 0:
         raise TextaeError(f"{where}: no sentences (the corpus is empty or holds only empty lines)")
     if len(valid_data) == 0:
@@ -353,39 +471,23 @@ def _prepare_data(
         train_data, valid_data = _split_last(train_data)
     if len(train_data) < config.batch_size:
         raise TextaeError(
-            f"{where}: only {len(train_data)} training sentences, fewer than one batch of {config.batch_size}; "
-            "lower --batch-size or add text"
+            f"{where}: only {len(train_data)} training sentences ({len(valid_data)} more held out for validation), "
+            f"fewer than one batch of {config.batch_size}; lower --batch-size or add text"
         )
     return tokenizer, train_data, valid_data
 
 
 def _split_last(data: TokenizedCorpus) -> tuple[TokenizedCorpus, TokenizedCorpus]:
-    cut = int(data.offsets[-2]) if len(data) > 1 else 0
-    train = TokenizedCorpus(data.token_ids[:cut], data.offsets[:-1])
-    valid = TokenizedCorpus(data.token_ids[cut:], data.offsets[-2:] - data.offsets[-2])
-    return (train, valid) if len(data) > 1 else (data, data)
+    last = np.array(data.sentence(len(data) - 1))
+    valid = TokenizedCorpus(np.array([0, len(last)], dtype=np.int64), last)
+    if len(data) == 1:
+        return data, valid
+    cut = int(data.offsets[-2])
+    tokens = data.token_ids[:cut] if data.token_ids is not None else None
+    return TokenizedCorpus(data.offsets[:-1], tokens, data.token_file), valid
 
 
 # --- checkpoints -------------------------------------------------------------------------------
-
-
-def _checkpoint_state(
-    model: Autoencoder,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    state: TrainingState,
-    model_config: ModelConfig,
-    train_config: TrainConfig,
-) -> dict[str, Any]:
-    return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "torch_rng_state": torch.get_rng_state(),
-        "training_state": {k: v for k, v in vars(state).items()},
-        "model_config": to_dict(model_config),
-        "train_config": to_dict(train_config),
-    }
 
 
 def _restore(
@@ -393,6 +495,7 @@ def _restore(
     model: Autoencoder,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    workers: distributed.Workers,
 ) -> TrainingState:
     path = run_dir / CHECKPOINT_FILE
     saved = load_checkpoint(path)
@@ -400,10 +503,19 @@ def _restore(
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["torch_rng_state"])
-        return TrainingState(**saved["training_state"])
-    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        state = TrainingState(**saved["training_state"])
+        rng = saved["rng_states"][workers.rank]
+    except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as exc:
         raise TextaeError(f"{path}: checkpoint does not fit this run ({str(exc).splitlines()[0][:200]})") from None
+    if state.world_size != workers.world_size:
+        raise TextaeError(
+            f"{run_dir}: was trained with {state.world_size} process(es); resume it with the same number, "
+            f"not {workers.world_size}"
+        )
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and workers.device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], workers.device)
+    return state
 
 
 # --- reporting ---------------------------------------------------------------------------------
@@ -453,7 +565,9 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _finish(run_dir: Path, state: TrainingState, total_steps: int, console: Console) -> dict[str, Any]:
+def _finish(
+    run_dir: Path, state: TrainingState, total_steps: int, console: Console, extra: dict[str, Any]
+) -> dict[str, Any]:
     records = read_metrics(run_dir)
     valid = [r for r in records if r["type"] == "valid"]
     best = next((r for r in valid if r["step"] == state.best_step), valid[-1] if valid else {})
@@ -470,7 +584,8 @@ def _finish(run_dir: Path, state: TrainingState, total_steps: int, console: Cons
         "steps": state.step,
         "total_steps": total_steps,
         "stopped_early": state.stopped_early,
-        "tokens_seen": state.tokens_seen,
+        "tokens_seen": int(state.tokens_seen),
+        **extra,
         "best_step": state.best_step,
         "best_valid": {k: v for k, v in best.items() if k not in ("type", "epoch")},
         "files": {

@@ -1,0 +1,82 @@
+"""PyTorch's own distributed engine for training under torchrun: process group, device, collectives.
+
+Without torchrun (no WORLD_SIZE in the environment) everything here is a no-op for one process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from textae.errors import TextaeError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Workers:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's value on every rank (decisions such as early stopping must agree)."""
+        if not self.distributed:
+            return value
+        holder = [value]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
+
+    def gather(self, value: Any) -> list[Any]:
+        if not self.distributed:
+            return [value]
+        values: list[Any] = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
+    def sum(self, value: float) -> float:
+        if not self.distributed:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(tensor)
+        return float(tensor.item())
+
+
+def start(device: str = "auto") -> Workers:
+    """Join the torchrun process group if there is one, and pick this process's device."""
+    if device not in DEVICES:
+        raise TextaeError(f"device must be one of {', '.join(DEVICES)}; got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TextaeError("--device cuda asked for, but torch sees no CUDA GPU (use --device cpu or auto)")
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Workers(device=torch.device("cuda") if use_cuda else torch.device("cpu"))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Workers(rank, world_size, local_rank, torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"))
+
+
+def stop(workers: Workers) -> None:
+    if workers.distributed and dist.is_initialized():
+        dist.destroy_process_group()
