@@ -22,7 +22,7 @@ def plot_losses(records: list[dict[str, Any]], path: Path) -> None:
         steps = [r["step"] for r in train]
         losses = [r["loss"] for r in train]
         loss_axis.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=1)
-        loss_axis.plot(steps, _smooth(losses), color="tab:blue", label="train loss (smoothed)")
+        loss_axis.plot(steps, _smooth(losses), color="tab:blue", label="train loss (mean per record, smoothed)")
     if valid:
         loss_axis.plot([r["step"] for r in valid], [r["loss"] for r in valid], "o-", color="tab:orange", label="valid loss")
     loss_axis.set_xlabel("step")
@@ -50,9 +50,10 @@ def plot_losses(records: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def _smooth(values: list[float], weight: float = 0.9) -> list[float]:
-    smoothed, last = [], values[0]
-    for value in values:
-        last = weight * last + (1 - weight) * value
-        smoothed.append(last)
+def _smooth(values: list[float], weight: float = 0.8) -> list[float]:
+    """Exponential moving average with bias correction, so the curve does not lag its first points."""
+    smoothed, average = [], 0.0
+    for count, value in enumerate(values, start=1):
+        average = weight * average + (1 - weight) * value
+        smoothed.append(average / (1 - weight**count))
     return smoothed

@@ -10,7 +10,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ class TrainingState:
     tokens_seen: float = 0.0  # target tokens over all ranks
     stopped_early: bool = False
     world_size: int = 1  # processes the run was started with (a resume must match)
+    losses_since_record: list[float] = field(default_factory=list)  # metrics.jsonl logs their mean
 
 
 def train(
@@ -197,16 +198,19 @@ class _Trainer:
                         loss, tokens = self._step(indices, ratio)
                         state.tokens_seen += tokens
                         window_tokens += tokens
+                        state.losses_since_record.append(loss)
                         elapsed = time.perf_counter() - window_start
                         tokens_per_second = window_tokens / elapsed if elapsed > 0 else 0.0
                         self.progress.update(task, completed=state.step, loss=loss, tps=tokens_per_second, tf=ratio)
                         if state.step % config.log_every == 0:
                             self.metrics.write(
-                                {"type": "train", "step": state.step, "epoch": state.epoch, "loss": loss,
+                                {"type": "train", "step": state.step, "epoch": state.epoch,
+                                 "loss": float(np.mean(state.losses_since_record)),
                                  "learning_rate": self.scheduler.get_last_lr()[0], "teacher_forcing_ratio": ratio,
                                  "tokens_per_second": tokens_per_second}
                             )  # fmt: skip
                             window_tokens, window_start = 0.0, time.perf_counter()
+                            state.losses_since_record = []
                         if state.step % config.eval_every == 0 and self._validate():
                             state.stopped_early = True
                         if state.step % config.checkpoint_every == 0 or state.stopped_early:
