@@ -42,3 +42,22 @@ def test_collate_places_eos_and_padding() -> None:
     assert batch.targets[0, n0] == 2 and batch.targets[1, n1] == 2
     assert batch.input_ids[1, n1:].eq(0).all() and batch.targets[1, n1 + 1 :].eq(0).all()
     assert batch.num_target_tokens == n0 + n1 + 2
+
+
+def test_noise_corrupts_inputs_but_not_targets() -> None:
+    from textae.data import TokenizedCorpus, add_noise
+
+    rng = np.random.default_rng(0)
+    tokens = np.arange(10, 40, dtype=np.int32)
+    deleted = add_noise(tokens, {"delete": 0.5}, 3, rng)
+    assert 0 < len(deleted) < len(tokens) and set(deleted) <= set(tokens)
+    swapped = add_noise(tokens, {"swap": 0.5}, 3, rng)
+    assert sorted(swapped) == list(tokens) and not np.array_equal(swapped, tokens)
+    masked = add_noise(tokens, {"mask": 0.5}, 3, rng)
+    assert len(masked) == len(tokens) and (masked == 3).any()
+    assert len(add_noise(np.array([7], dtype=np.int32), {"delete": 0.99}, 3, rng)) == 1  # never empty
+
+    corpus = TokenizedCorpus(np.array([0, 30]), tokens)
+    batch = collate(corpus, np.array([0]), 0, 2, {"delete": 0.3, "mask": 0.3}, 3, np.random.default_rng(1))
+    assert batch.targets[0, :30].tolist() == tokens.tolist() and batch.targets[0, 30] == 2
+    assert batch.lengths[0] < 30 and batch.input_ids.shape[1] == batch.lengths[0]

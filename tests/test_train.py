@@ -51,9 +51,9 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("sampling", ["parallel", "step"])
 def test_resume_continues_bit_for_bit(tmp_path: Path, tiny_corpus: Path, sampling: str) -> None:
-    # dropout and scheduled sampling both draw random numbers: resume must restore the RNG too
+    # dropout, scheduled sampling and input noise all draw random numbers: resume must reproduce them
     model = ModelConfig(**TINY_MODEL, dropout=0.1)
-    overrides = {"teacher_forcing_end": 0.5, "scheduled_sampling": sampling}
+    overrides = {"teacher_forcing_end": 0.5, "scheduled_sampling": sampling, "noise": "delete:0.1,swap:0.1,mask:0.1"}
     straight = _config(tmp_path, tiny_corpus, "straight", **overrides)
     train(straight, model, show_progress=False)
     interrupted = _config(tmp_path, tiny_corpus, "interrupted", **overrides)

@@ -79,7 +79,8 @@ class TrainConfig:
     teacher_forcing_end: float = 0.75  # probability the schedule decays to
     teacher_forcing_decay_steps: int | None = None  # steps to reach the end value (default: the whole run)
     scheduled_sampling: str = "parallel"  # how predictions are fed: "step" (Bengio) or "parallel" (two-pass)
-    eval_every: int = 500  # validate every this many steps (and at the end of each epoch)
+    noise: str = ""  # denoising input corruption, e.g. "delete:0.1,swap:0.1,mask:0.1" (targets stay clean)
+    eval_every: int = 500  # validate every this many steps
     patience: int = 5  # stop after this many validations without improvement (0 disables)
     checkpoint_every: int = 200  # write the resumable checkpoint every this many steps
     seed: int = 0  # seeds data order, initialisation, dropout and sampling
@@ -108,8 +109,30 @@ class TrainConfig:
         if self.vocab_size < 300:
             # byte-level BPE needs its 256 byte symbols plus the special tokens
             raise TextaeError(f"vocab_size must be at least 300 for a byte-level tokenizer, got {self.vocab_size}")
+        parse_noise(self.noise)
         if self.grad_clip <= 0 or self.weight_decay < 0 or self.warmup_steps < 0 or self.patience < 0:
             raise TextaeError("grad_clip must be positive; weight_decay, warmup_steps and patience non-negative")
+
+
+NOISE_KINDS = ("delete", "swap", "mask")
+
+
+def parse_noise(spec: str) -> dict[str, float]:
+    """"delete:0.1,swap:0.1,mask:0.1" -> {"delete": 0.1, "swap": 0.1, "mask": 0.1}."""
+    noise: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        kind, _, value = part.partition(":")
+        try:
+            probability = float(value)
+        except ValueError:
+            probability = -1.0
+        if kind not in NOISE_KINDS or not 0.0 <= probability < 1.0:
+            raise TextaeError(
+                f"noise must look like delete:0.1,swap:0.1,mask:0.1 (kinds {', '.join(NOISE_KINDS)}, "
+                f"probabilities in [0, 1)); got {part!r}"
+            )
+        noise[kind] = probability
+    return noise
 
 
 def to_dict(config: Any) -> dict[str, Any]:

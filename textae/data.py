@@ -233,18 +233,41 @@ class Batch:
 
     @property
     def num_target_tokens(self) -> int:
-        return int(self.lengths.sum()) + len(self.lengths)
+        return int((self.targets != 0).sum())
 
 
-def collate(corpus: TokenizedCorpus, indices: np.ndarray, pad_id: int, eos_id: int) -> Batch:
-    """Pad a batch; pinned memory is left to the caller (only worth it when copying to a GPU)."""
-    lengths = corpus.lengths[indices]
-    max_len = max(int(lengths.max()), 1)
-    input_ids = np.full((len(indices), max_len), pad_id, dtype=np.int64)
-    targets = np.full((len(indices), max_len + 1), pad_id, dtype=np.int64)
-    for row, index in enumerate(indices):
-        tokens = corpus.sentence(int(index))
-        input_ids[row, : len(tokens)] = tokens
+def add_noise(tokens: np.ndarray, noise: dict[str, float], mask_id: int, rng: np.random.Generator) -> np.ndarray:
+    """Corrupt one sentence's encoder input (denoising autoencoder): delete, swap neighbours, mask."""
+    if noise.get("delete") and len(tokens) > 1:
+        kept = tokens[rng.random(len(tokens)) >= noise["delete"]]
+        tokens = kept if len(kept) else tokens[rng.integers(len(tokens))][None]
+    if noise.get("swap") and len(tokens) > 1:
+        tokens = tokens.copy()
+        for position in np.flatnonzero(rng.random(len(tokens) - 1) < noise["swap"]):
+            tokens[position], tokens[position + 1] = tokens[position + 1], tokens[position]
+    if noise.get("mask"):
+        tokens = np.where(rng.random(len(tokens)) < noise["mask"], mask_id, tokens)
+    return tokens
+
+
+def collate(
+    corpus: TokenizedCorpus,
+    indices: np.ndarray,
+    pad_id: int,
+    eos_id: int,
+    noise: dict[str, float] | None = None,
+    mask_id: int = 3,
+    rng: np.random.Generator | None = None,
+) -> Batch:
+    """Pad a batch; with noise, the encoder reads a corrupted copy and the targets stay clean."""
+    sentences = [corpus.sentence(int(index)) for index in indices]
+    inputs = [add_noise(s, noise, mask_id, rng) for s in sentences] if noise and rng is not None else sentences
+    lengths = np.fromiter((len(s) for s in inputs), dtype=np.int64, count=len(inputs))
+    target_width = max(len(s) for s in sentences) + 1
+    input_ids = np.full((len(indices), max(int(lengths.max()), 1)), pad_id, dtype=np.int64)
+    targets = np.full((len(indices), target_width), pad_id, dtype=np.int64)
+    for row, (source, tokens) in enumerate(zip(inputs, sentences)):
+        input_ids[row, : len(source)] = source
         targets[row, : len(tokens)] = tokens
         targets[row, len(tokens)] = eos_id
-    return Batch(torch.from_numpy(input_ids), torch.from_numpy(lengths.astype(np.int64)), torch.from_numpy(targets))
+    return Batch(torch.from_numpy(input_ids), torch.from_numpy(lengths), torch.from_numpy(targets))

@@ -34,7 +34,7 @@ from textae.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from textae.config import ModelConfig, TrainConfig, from_dict, load_json, save_json, to_dict
+from textae.config import ModelConfig, TrainConfig, from_dict, load_json, parse_noise, save_json, to_dict
 from textae.corpus import iter_corpus, resolve_paths
 from textae import distributed
 from textae.data import (
@@ -166,6 +166,7 @@ class _Trainer:
                 f"({self.train_data.num_tokens:,} tokens), validating on {len(self.valid_data):,}; "
                 f"{self.total_steps:,} steps on {workers.world_size} process(es), device {workers.device}"
             )
+        self.noise = parse_noise(train_config.noise)
         self.metrics = _MetricsLog(run_dir / METRICS_FILE, keep_through_step=self.state.step if resume else None)
         self.progress = _make_progress(console, show_progress)
         self.last_validated_step = -1
@@ -245,7 +246,10 @@ class _Trainer:
         """One optimisation step; returns (loss, target tokens over all ranks)."""
         self.model.train()
         cfg = self.model_config
-        batch = collate(self.train_data, indices, cfg.pad_id, cfg.eos_id).to(self.workers.device)
+        # noise is a pure function of (seed, step, rank): a resumed run corrupts the same way
+        rng = np.random.default_rng([self.config.seed, self.state.step, self.workers.rank])
+        batch = collate(self.train_data, indices, cfg.pad_id, cfg.eos_id, self.noise, cfg.unk_id, rng)
+        batch = batch.to(self.workers.device)
         with torch.autocast(device_type=self.workers.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             _, loss = self.forward(
                 batch.input_ids, batch.lengths, batch.targets,
