@@ -54,8 +54,9 @@ def _open_binary(path: Path) -> io.BufferedIOBase:
     return open(path, "rb")
 
 
-def iter_file_lines(path: Path, max_chars: int = DEFAULT_MAX_CHARS) -> Iterator[str]:
-    """Yield the non-empty, stripped lines of one file; raise TextaeError naming file and line."""
+def iter_numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text without its line break) of every line; TextaeError names file and line."""
+    path = Path(path)
     lineno = 0
     try:
         with _open_binary(path) as handle:
@@ -69,9 +70,7 @@ def iter_file_lines(path: Path, max_chars: int = DEFAULT_MAX_CHARS) -> Iterator[
                         f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
                         "convert the file to UTF-8"
                     ) from None
-                text = text.strip()
-                if text:
-                    yield text[:max_chars]
+                yield lineno, text.rstrip("\r\n")
     except gzip.BadGzipFile:
         raise TextaeError(f"{path}: not a valid gzip file") from None
     except EOFError:
@@ -80,6 +79,14 @@ def iter_file_lines(path: Path, max_chars: int = DEFAULT_MAX_CHARS) -> Iterator[
         raise TextaeError(f"{path}: is a directory, expected a text file") from None
     except PermissionError:
         raise TextaeError(f"{path}: not readable (permission denied)") from None
+
+
+def iter_file_lines(path: Path, max_chars: int = DEFAULT_MAX_CHARS) -> Iterator[str]:
+    """Yield the non-empty, stripped lines of one file, each cut to max_chars."""
+    for _, text in iter_numbered_lines(path):
+        text = text.strip()
+        if text:
+            yield text[:max_chars]
 
 
 def iter_corpus(paths: Iterable[Path], max_chars: int = DEFAULT_MAX_CHARS) -> Iterator[str]:

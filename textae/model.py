@@ -41,10 +41,16 @@ class Encoder(nn.Module):
         # An empty sentence reads a single <pad>: the packed RNN needs at least one step per row.
         lengths = lengths.clamp(min=1)
         embedded = self.dropout(self.embedding(input_ids))  # (B, T, E)
-        # Packing makes the result exact: a sentence's vector never depends on its batch's padding.
-        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        packed_outputs, _ = self.rnn(packed)
-        outputs, _ = pad_packed_sequence(packed_outputs, batch_first=True)  # (B, T', D*H), zero past lengths
+        if self.config.bidirectional:
+            # The backward direction must start at each sentence's own end: packing makes that exact.
+            packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            packed_outputs, _ = self.rnn(packed)
+            outputs, _ = pad_packed_sequence(packed_outputs, batch_first=True)  # (B, T', 2H), zero past lengths
+        else:
+            # A forward RNN's state at step t never sees the padding after it, and pool() reads only
+            # the first lengths[b] steps, so the padded batch is exact too; it runs the fused
+            # whole-sequence kernel, which packing (varying batch size per step) cannot use.
+            outputs, _ = self.rnn(embedded)  # (B, T, H)
         features = pool(outputs, lengths.to(outputs.device), self.config)
         return self.to_latent(self.dropout(features))
 
@@ -64,7 +70,7 @@ def pool(outputs: torch.Tensor, lengths: torch.Tensor, config: ModelConfig) -> t
     steps = torch.arange(outputs.size(1), device=outputs.device)
     mask = (steps.unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(2)  # (B, T, 1)
     if config.pooling == "mean":
-        return outputs.sum(dim=1) / lengths.unsqueeze(1).to(outputs.dtype)
+        return outputs.masked_fill(~mask, 0.0).sum(dim=1) / lengths.unsqueeze(1).to(outputs.dtype)
     return outputs.masked_fill(~mask, float("-inf")).max(dim=1).values
 
 
