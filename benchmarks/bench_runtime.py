@@ -1,0 +1,154 @@
+"""Benchmark the exported runtime against torch eager on one trained run and real sentences.
+
+    python benchmarks/bench_runtime.py runs/my-run /work/shared/data/corpora/gutenberg.txt
+
+Exports the run (fp32 + int8) to a temporary folder unless --export-dir names an existing export,
+then, all on the same sentences and --threads threads, measures:
+  - sentences/s at batch 64 and batch-1 latency for torch eager, onnxruntime fp32 and int8;
+  - greedy reconstruction at batch 1: a Python loop over decoder_step vs the one-call Loop graph
+    (fp32 and int8);
+  - int8 against fp32: minimum cosine and reconstruction agreement.
+and prints the table and each ratio against its target. A script, not a test: it takes minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from textae.checkpoint import load_model_from_run
+from textae.export import export_model
+from textae.manifest import MANIFEST_FILE
+from textae.model import Autoencoder
+from textae.runtime import TextAE
+from textae.runtime_files import read_sentences
+
+TARGETS = {  # ratio name -> minimum
+    "ORT fp32 / torch eager, sentences/s at batch 64": 2.0,
+    "ORT int8 / ORT fp32, sentences/s at batch 64": 1.4,
+    "int8 minimum cosine to fp32": 0.99,
+    "one-call Loop / Python step loop, reconstruction at batch 1": 3.0,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="a run folder written by `textae train`")
+    parser.add_argument("text", type=Path, help="real sentences, one a line (e.g. a corpus file)")
+    parser.add_argument("--n", type=int, default=2000, help="sentences for throughput and cosine")
+    parser.add_argument("--latency-n", type=int, default=100, help="sentences timed one at a time")
+    parser.add_argument("--reconstruct-n", type=int, default=50, help="sentences reconstructed one at a time")
+    parser.add_argument("--rounds", type=int, default=3, help="repetitions; each contender keeps its best")
+    parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
+    parser.add_argument("--export-dir", type=Path, help="an export with int8 graphs to reuse (written there when missing)")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    sentences = read_sentences(args.text)[: args.n]
+    model, _ = load_model_from_run(args.run_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.export_dir
+        if folder is None or not (folder / MANIFEST_FILE).is_file():
+            folder = folder or Path(tmp) / "export"
+            export_model(args.run_dir, folder, quantize="int8", sample_sentences=sentences)
+        fp32 = TextAE.load(folder, num_threads=args.threads, precision="fp32")
+        int8 = TextAE.load(folder, num_threads=args.threads, precision="int8")
+        print(f"\n{len(sentences)} sentences from {args.text}, {args.threads} threads, model {model.config}")
+        # other processes compete for the same cores and distort every number: say how busy it was
+        print(f"1-minute load average before the run: {os.getloadavg()[0]:.2f}\n")
+        run(model, fp32, int8, sentences, args)
+
+
+def run(model: Autoencoder, fp32: TextAE, int8: TextAE, sentences: list[str], args: argparse.Namespace) -> None:
+    embedders: dict[str, Callable[[list[str], int], np.ndarray]] = {
+        "torch eager": lambda batch, size: torch_embed(model, fp32, batch, size),
+        "ORT fp32": lambda batch, size: fp32.embed(batch, batch_size=size),
+        "ORT int8": lambda batch, size: int8.embed(batch, batch_size=size),
+    }
+    # rounds interleave the contenders and keep each one's best, so a burst of load elsewhere on
+    # the machine does not land on one contender only
+    throughput = {name: 0.0 for name in embedders}
+    latency = {name: float("inf") for name in embedders}
+    for name, embed in embedders.items():
+        embed(sentences[:256], 64)  # warm-up: sessions, allocations
+    for _ in range(args.rounds):
+        for name, embed in embedders.items():
+            throughput[name] = max(throughput[name], len(sentences) / timed(lambda: embed(sentences, 64)))
+            one_at_a_time = [timed(lambda s=s: embed([s], 1)) for s in sentences[: args.latency_n]]
+            latency[name] = min(latency[name], statistics.median(one_at_a_time))
+    rows = [(f"embed: {name}", f"{throughput[name]:,.0f} sentences/s at batch 64", f"{latency[name] * 1e3:.2f} ms at batch 1") for name in embedders]
+
+    vectors = fp32.embed(sentences[: args.reconstruct_n])
+    decoders: dict[str, Callable[[np.ndarray], object]] = {
+        "ORT fp32, Python loop over decoder_step": lambda v: fp32.greedy_ids(v, method="step"),
+        "ORT fp32, one-call decoder_greedy Loop": lambda v: fp32.greedy_ids(v, method="loop"),
+        "ORT int8, Python loop over decoder_step": lambda v: int8.greedy_ids(v, method="step"),
+        "ORT int8, one-call decoder_greedy Loop": lambda v: int8.greedy_ids(v, method="loop"),
+    }
+    decode_seconds = {name: 0.0 for name in decoders}
+    for name, decode in decoders.items():
+        decode(vectors[:1])  # warm-up
+    for row in range(len(vectors)):
+        for name, decode in decoders.items():
+            decode_seconds[name] += min(timed(lambda: decode(vectors[row : row + 1])) for _ in range(args.rounds))
+    # decoder steps taken: the tokens, plus the <eos> step unless the row ran out of steps
+    limit = fp32.config.max_length + 1
+    tokens = statistics.mean(min(len(ids) + 1, limit) for ids in fp32.greedy_ids(vectors))
+    for name, seconds in decode_seconds.items():
+        rows.append((f"reconstruct: {name}", f"{1e3 * seconds / len(vectors):.2f} ms/sentence at batch 1", f"{tokens:.1f} steps/sentence"))
+
+    a, b = fp32.embed(sentences), int8.embed(sentences)
+    cosines = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+    subset = sentences[: args.reconstruct_n]
+    agreement = np.mean([x == y for x, y in zip(fp32.reconstruct(subset), int8.reconstruct(subset))])
+    rows.append(("int8 vs fp32", f"minimum cosine {cosines.min():.4f} (mean {cosines.mean():.4f})", f"reconstructions identical {agreement:.0%}"))
+
+    width = max(len(r[0]) for r in rows)
+    for label, first, second in rows:
+        print(f"{label:<{width}}  {first:<36}  {second}")
+    ratios = {
+        "ORT fp32 / torch eager, sentences/s at batch 64": throughput["ORT fp32"] / throughput["torch eager"],
+        "ORT int8 / ORT fp32, sentences/s at batch 64": throughput["ORT int8"] / throughput["ORT fp32"],
+        "int8 minimum cosine to fp32": float(cosines.min()),
+        "one-call Loop / Python step loop, reconstruction at batch 1": (
+            decode_seconds["ORT fp32, Python loop over decoder_step"] / decode_seconds["ORT fp32, one-call decoder_greedy Loop"]
+        ),
+    }
+    print()
+    for name, value in ratios.items():
+        verdict = "meets" if value >= TARGETS[name] else "MISSES"
+        print(f"{name:<60}  {value:6.2f}  {verdict} target >= {TARGETS[name]}")
+
+
+def torch_embed(model: Autoencoder, runtime: TextAE, sentences: list[str], batch_size: int) -> np.ndarray:
+    """The torch model fed exactly like the runtime: same tokenizer, length-sorted batches, padding."""
+    token_ids = runtime.tokenize(sentences)
+    vectors = np.zeros((len(sentences), model.config.latent_dim), dtype=np.float32)
+    order = np.argsort([len(ids) for ids in token_ids], kind="stable")
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            lengths = torch.tensor([len(token_ids[r]) for r in rows])
+            input_ids = torch.full((len(rows), max(1, int(lengths.max()))), model.config.pad_id)
+            for i, r in enumerate(rows):
+                input_ids[i, : len(token_ids[r])] = torch.tensor(token_ids[r])
+            vectors[rows] = model.encode(input_ids, lengths).numpy()
+    return vectors
+
+
+def timed(call: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    main()

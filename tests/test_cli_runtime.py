@@ -1,0 +1,160 @@
+"""The CLI's export and runtime commands: export, embed, reconstruct, score, info."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from textae.runtime import TextAE
+
+from conftest import TINY_SENTENCES
+from export_fixtures import copy_export, exported
+
+Cli = Callable[..., tuple[int, str, str]]
+
+# Runs each argument list through the real entry point in one interpreter where `import torch` and
+# `import onnx` fail, then reports exit codes, output and which of those modules got loaded.
+TORCH_FREE_CLI = """
+import contextlib, io, json, sys
+sys.modules["torch"] = None
+sys.modules["onnx"] = None
+from textae.cli import main
+results = []
+for args in json.loads(sys.argv[1]):
+    sys.argv = ["textae", *args]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code
+    results.append({"code": code, "out": out.getvalue(), "err": err.getvalue()})
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx") and sys.modules[m] is not None)
+print(json.dumps({"results": results, "loaded": loaded}))
+"""
+
+
+@pytest.fixture(scope="session")
+def random_export(tmp_path_factory: pytest.TempPathFactory, random_run: Path) -> Path:
+    return exported(tmp_path_factory, random_run, quantize="int8")
+
+
+@pytest.fixture
+def sentences_file(tmp_path: Path) -> Path:
+    path = tmp_path / "sentences.txt"
+    path.write_text("\n".join(TINY_SENTENCES[:6]) + "\n\n", encoding="utf-8")  # the empty line is skipped
+    return path
+
+
+def test_runtime_commands_work_without_torch(random_export: Path, sentences_file: Path, tmp_path: Path) -> None:
+    model = str(random_export)
+    commands = [
+        ["info", model],
+        ["embed", model, str(sentences_file), "--out", str(tmp_path / "vectors.npy")],
+        ["embed", model, "-", "--out", str(tmp_path / "vectors.jsonl"), "--precision", "fp32"],
+        ["reconstruct", model, TINY_SENTENCES[0], TINY_SENTENCES[1]],
+        ["reconstruct", model, "--file", str(sentences_file)],
+        ["score", model, str(sentences_file), "--top", "2"],
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", TORCH_FREE_CLI, json.dumps(commands)],
+        input=sentences_file.read_text(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["loaded"] == []
+    results = report["results"]
+    assert [r["code"] for r in results] == [0] * len(commands), results
+    info, embed_npy, embed_jsonl, reconstruct_args, reconstruct_file, score = results
+    assert "sha256 verified" in info["out"] and "runtime loads int8" in info["out"]
+    runtime = TextAE.load(random_export)
+    np.testing.assert_allclose(np.load(tmp_path / "vectors.npy"), runtime.embed(TINY_SENTENCES[:6]), atol=1e-6, rtol=0)
+    lines = [json.loads(line) for line in (tmp_path / "vectors.jsonl").read_text().splitlines()]
+    assert [line["text"] for line in lines] == TINY_SENTENCES[:6]
+    fp32 = TextAE.load(random_export, precision="fp32").embed(TINY_SENTENCES[:6])
+    np.testing.assert_allclose([line["sentence_embedding"] for line in lines], fp32, atol=1e-6, rtol=0)
+    assert "embedded 6 sentences" in embed_npy["err"]
+    assert reconstruct_args["out"].splitlines() == runtime.reconstruct(TINY_SENTENCES[:2])
+    assert len(reconstruct_file["out"].splitlines()) == 6
+    assert len(score["out"].splitlines()) == 2
+
+
+def test_score_prints_all_or_flags_top_and_threshold(random_export: Path, sentences_file: Path, cli: Cli) -> None:
+    code, out, _ = cli("score", random_export, sentences_file)
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert code == 0 and [row[0] for row in rows] == ["1", "2", "3", "4", "5", "6"]
+    assert [row[2] for row in rows] == TINY_SENTENCES[:6]
+    scores = [float(row[1]) for row in rows]
+    code, out, _ = cli("score", random_export, sentences_file, "--top", 2)
+    top = [line.split("\t") for line in out.splitlines()]
+    assert [float(row[1]) for row in top] == sorted(scores, reverse=True)[:2]
+    threshold = (sorted(scores)[2] + sorted(scores)[3]) / 2  # between two printed (rounded) scores
+    code, out, _ = cli("score", random_export, sentences_file, "--threshold", threshold)
+    assert [int(line.split("\t")[0]) for line in out.splitlines()] == [i + 1 for i, s in enumerate(scores) if s >= threshold]
+
+
+def test_embed_large_input_in_chunks(random_export: Path, tmp_path: Path, cli: Cli) -> None:
+    lines = [f"{sentence} {i}" for i, sentence in enumerate(TINY_SENTENCES * 50)][:2100]
+    (tmp_path / "big.txt").write_text("\n".join(lines) + "\n")
+    code, _, err = cli("embed", random_export, tmp_path / "big.txt", "--out", tmp_path / "big.npy", "--batch-size", 128, "--precision", "fp32")
+    assert code == 0, err
+    vectors = np.load(tmp_path / "big.npy")
+    assert vectors.shape == (2100, 24)
+    np.testing.assert_allclose(vectors[2000:], TextAE.load(random_export, precision="fp32").embed(lines[2000:]), atol=1e-6, rtol=0)
+
+
+def test_export_command_writes_the_default_folder(random_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("export", random_run)
+    assert code == 0, err
+    assert (tmp_path / "export" / random_run.name / "textae.json").is_file()
+    assert "parity with torch" in out
+
+
+def _binary(path: Path) -> None:
+    path.write_bytes(b"\x00\x01\x02 not text\n")
+
+
+def _latin1(path: Path) -> None:
+    path.write_bytes("café au lait\n".encode("latin-1"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["embed", "{model}", "{missing}", "--out", "{tmp}/v.npy"], "missing.txt: no such file"),
+        (["embed", "{model}", "{binary}", "--out", "{tmp}/v.npy"], "binary.txt:1: contains NUL bytes"),
+        (["score", "{model}", "{latin1}"], "latin1.txt:1: not valid UTF-8"),
+        (["embed", "{model}", "{good}", "--out", "{tmp}/v.csv"], "v.csv: output must end in .npy or .jsonl"),
+        (["embed", "{model}", "{good}", "--out", "{tmp}/no/v.npy"], "output folder does not exist"),
+        (["score", "{model}", "{good}", "--top", "1", "--threshold", "2"], "give --top or --threshold, not both"),
+        (["reconstruct", "{model}"], "give the sentences as arguments or with --file"),
+        (["reconstruct", "{tmp}/nowhere", "hello"], "nowhere: model folder not found"),
+        (["info", "{tampered}"], "encoder.onnx: sha256 does not match textae.json"),
+        (["embed", "{model}", "{good}", "--out", "{tmp}/v.npy", "--precision", "int4"], "precision 'int4' not available"),
+        (["export", "{tmp}/nowhere"], "nowhere: run folder not found"),
+        (["export", "{run}", "--quantize", "int4", "--out", "{tmp}/x"], "quantize must be one of int8"),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(
+    args: list[str], message: str, random_export: Path, random_run: Path, tmp_path: Path, cli: Cli
+) -> None:
+    _binary(tmp_path / "binary.txt")
+    _latin1(tmp_path / "latin1.txt")
+    (tmp_path / "good.txt").write_text("hello there\n")
+    tampered = copy_export(random_export, tmp_path / "tampered")
+    (tampered / "encoder.onnx").write_bytes(b"x" + (tampered / "encoder.onnx").read_bytes()[1:])
+    names = {"model": random_export, "run": random_run, "tmp": tmp_path, "tampered": tampered}
+    names.update({name: tmp_path / f"{name}.txt" for name in ("missing", "binary", "latin1", "good")})
+    code, out, err = cli(*(arg.format(**names) for arg in args))
+    assert code == 2
+    assert message in err and err.startswith("textae: error: ") and err.count("\n") == 1
+    assert "Traceback" not in err and out == ""

@@ -1,0 +1,154 @@
+"""The export folder's contract: file names, graph signatures and the manifest `textae.json` (stdlib only).
+
+`textae.export` writes a folder and its manifest; `textae.runtime` refuses to load a folder whose
+manifest is missing, from an unknown format version, or whose files do not match their recorded
+size and sha256. Both sides import the names below, so they cannot drift apart.
+
+    EXPORT_DIR/
+      textae.json                 this manifest
+      tokenizer.json              the run's tokenizer
+      encoder.onnx                input_ids (B, T), lengths (B,) -> sentence_embedding (B, Z)
+      decoder_greedy.onnx         sentence_embedding (B, Z), max_length () -> token_ids (B, L), one Loop
+      decoder_score.onnx          input_ids (B, T), lengths (B,) -> score (B,): mean token NLL
+      decoder_init.onnx           sentence_embedding (B, Z) -> state (S, N, B, H)
+      decoder_step.onnx           input_ids (B,), sentence_embedding (B, Z), state -> logits (B, V), next_state
+      *.int8.onnx                 the same graphs with int8 weights (only after `--quantize int8`)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from textae.config import load_json
+from textae.errors import TextaeError
+
+FORMAT_VERSION = 1  # bump when a reader of the previous version could misread the folder
+MANIFEST_FILE = "textae.json"
+TOKENIZER_FILE = "tokenizer.json"
+PRECISIONS = ("fp32", "int8")
+
+# graph name -> (input names, output names); the export names every graph's inputs and outputs this way
+GRAPH_SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "encoder": (("input_ids", "lengths"), ("sentence_embedding",)),
+    "decoder_greedy": (("sentence_embedding", "max_length"), ("token_ids",)),
+    "decoder_score": (("input_ids", "lengths"), ("score",)),
+    "decoder_init": (("sentence_embedding",), ("state",)),
+    "decoder_step": (("input_ids", "sentence_embedding", "state"), ("logits", "next_state")),
+}
+GRAPHS = tuple(GRAPH_SIGNATURES)
+
+_REQUIRED_FIELDS = ("format_version", "model", "special_tokens", "graphs", "precision", "files", "tokenizer")
+
+
+def graph_file_name(graph: str, precision: str) -> str:
+    return f"{graph}.onnx" if precision == "fp32" else f"{graph}.{precision}.onnx"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    """What the manifest stores per file: enough to refuse a truncated, replaced or edited file."""
+    return {"bytes": Path(path).stat().st_size, "sha256": sha256_file(path)}
+
+
+def load_manifest(folder: Path, *, verify_files: bool = True) -> dict[str, Any]:
+    """Read textae.json and check the folder against it; any mismatch is a one-line TextaeError."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise TextaeError(f"{folder}: model folder not found")
+    if not folder.is_dir():
+        raise TextaeError(f"{folder}: not a folder; a textae model is a folder written by `textae export`")
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        raise TextaeError(f"{folder}: not a textae export folder (no {MANIFEST_FILE}); create one with `textae export RUN_DIR`")
+    manifest = load_json(path)
+    if not isinstance(manifest, dict):
+        raise TextaeError(f"{path}: expected a JSON object")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise TextaeError(
+            f"{path}: format_version {version!r} is not supported (this textae reads {FORMAT_VERSION}); "
+            "re-export the model with this version of textae"
+        )
+    missing = [name for name in _REQUIRED_FIELDS if name not in manifest]
+    if missing:
+        raise TextaeError(f"{path}: missing field(s) {', '.join(missing)}")
+    files = manifest["files"]
+    for graph in GRAPHS:
+        entry = manifest["graphs"].get(graph)
+        if entry is None:
+            raise TextaeError(f"{path}: no '{graph}' graph listed")
+        for precision, name in entry["files"].items():
+            if name not in files:
+                raise TextaeError(f"{path}: {graph} {precision} file {name} has no checksum in 'files'")
+    if manifest["tokenizer"] not in files:
+        raise TextaeError(f"{path}: tokenizer file {manifest['tokenizer']} has no checksum in 'files'")
+    if verify_files:
+        for name, record in files.items():
+            _verify_file(folder, name, record)
+    return manifest
+
+
+def _verify_file(folder: Path, name: str, record: dict[str, Any]) -> None:
+    if Path(name).name != name or name in (".", ".."):
+        # a manifest may only name files inside its own folder
+        raise TextaeError(f"{folder / MANIFEST_FILE}: file name {name!r} points outside the model folder")
+    path = folder / name
+    if not path.is_file():
+        raise TextaeError(f"{path}: missing (listed in {MANIFEST_FILE}); re-export or copy the whole folder")
+    size = path.stat().st_size
+    if size != record.get("bytes"):
+        raise TextaeError(f"{path}: {size} bytes, but {MANIFEST_FILE} records {record.get('bytes')} (truncated or replaced)")
+    if sha256_file(path) != record.get("sha256"):
+        raise TextaeError(f"{path}: sha256 does not match {MANIFEST_FILE} (the file changed after export)")
+
+
+def describe_manifest(folder: Path, manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, value) rows that `textae info` prints for a verified export folder."""
+    model = manifest["model"]
+    precisions = sorted(manifest["graphs"]["encoder"]["files"])
+    total = sum(record["bytes"] for record in manifest["files"].values())
+    rows = [
+        ("folder", str(folder)),
+        ("format", f"version {manifest['format_version']}, written by textae {manifest.get('textae_version')} on {manifest.get('created')}"),
+        (
+            "model",
+            f"{model['cell']} x{model['num_layers']}{' bidirectional' if model['bidirectional'] else ''}, "
+            f"pooling {model['pooling']}, vocab {model['vocab_size']}, embedding {model['embedding_dim']}, "
+            f"hidden {model['hidden_size']}, sentence vector {model['latent_dim']}, max_length {model['max_length']}, "
+            f"{'tied' if model['tie_embeddings'] else 'untied'} embeddings",
+        ),
+        ("special tokens", ", ".join(f"{name} {value}" for name, value in manifest["special_tokens"].items())),
+        ("precisions", f"{', '.join(precisions)} (runtime loads {manifest['precision']}); opset {manifest.get('opset')}"),
+        ("files", f"{len(manifest['files'])} files, {total / 1e6:.1f} MB, sizes and sha256 verified"),
+    ]
+    for graph, entry in manifest["graphs"].items():
+        signature = ", ".join(_describe_tensor(t) for t in entry["inputs"]) + " -> " + ", ".join(_describe_tensor(t) for t in entry["outputs"])
+        rows.append((graph, signature))
+    training = manifest.get("training") or {}
+    metrics = training.get("metrics") or {}
+    shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(metrics.items()) if not isinstance(v, (dict, list)))
+    rows.append(("training", f"run {training.get('run')}, step {training.get('step')}" + (f"; {shown}" if shown else "")))
+    quantization = manifest.get("quantization")
+    if quantization:
+        rows.append(
+            (
+                "int8 vs fp32",
+                f"size x{quantization['size_ratio']:.2f}, speed x{quantization['speed_ratio']:.2f}, min cosine "
+                f"{quantization['min_cosine']:.4f}, reconstructions identical {quantization['reconstructions_identical']} "
+                f"({quantization['sentences']} sentences from {quantization['source']})",
+            )
+        )
+    return rows
+
+
+def _describe_tensor(tensor: dict[str, Any]) -> str:
+    return f"{tensor['name']} {tensor['dtype']}[{', '.join(str(d) for d in tensor['shape'])}]"

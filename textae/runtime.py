@@ -1,0 +1,253 @@
+"""The production runtime: embed, reconstruct, decode and score text with onnxruntime, never torch.
+
+Imports only numpy, onnxruntime, tokenizers, the standard library and torch-free textae modules, so
+it runs in an install without torch (a test imports it with torch blocked).
+
+    model = TextAE.load("export/my-run")
+    vectors = model.embed(["the cat sat on the mat.", "a dog ran in the park."])  # (2, latent_dim) float32
+    model.decode((vectors[:1] + vectors[1:]) / 2)  # text from the point halfway between them
+    model.score(["the cat sat on the mat."])       # mean token NLL: higher is more anomalous
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from textae.config import ModelConfig, from_dict
+from textae.errors import TextaeError
+from textae.manifest import GRAPH_SIGNATURES, MANIFEST_FILE, PRECISIONS, load_manifest
+from textae.tokenizer import decode_batch, encode_batch, load_tokenizer, special_token_ids
+
+DECODE_METHODS = ("loop", "step")
+
+
+class TextAE:
+    """A loaded export folder. Safe to share between threads: after load nothing changes except the
+    lazily created onnxruntime sessions, which are created under a lock and are thread-safe to run."""
+
+    def __init__(
+        self, folder: Path, manifest: dict[str, Any], tokenizer: Tokenizer, precision: str, num_threads: int | None
+    ) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self.config = from_dict(ModelConfig, manifest["model"], where=str(folder / MANIFEST_FILE))
+        self.tokenizer = tokenizer
+        self.precision = precision
+        self.num_threads = num_threads
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        self._sessions_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: str | Path, num_threads: int | None = None, precision: str | None = None) -> TextAE:
+        """Open an export folder after checking every file against its manifest.
+
+        num_threads sets onnxruntime's intra-op threads (default: one per physical core); precision
+        picks fp32 or int8 graphs (default: the manifest's `precision`, the one export chose).
+        """
+        folder = Path(path)
+        manifest = load_manifest(folder)
+        precision = precision or manifest["precision"]
+        available = sorted(manifest["graphs"]["encoder"]["files"])
+        if precision not in PRECISIONS or precision not in available:
+            raise TextaeError(f"{folder}: precision {precision!r} not available; this export has {', '.join(available)}")
+        if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+            raise TextaeError(f"num_threads must be a positive integer, got {num_threads!r}")
+        tokenizer = load_tokenizer(folder / manifest["tokenizer"])
+        ids = special_token_ids(tokenizer, where=str(folder / manifest["tokenizer"]))
+        if ids != manifest["special_tokens"]:
+            raise TextaeError(f"{folder}: tokenizer special token ids {ids} differ from {MANIFEST_FILE} {manifest['special_tokens']}")
+        model = cls(folder, manifest, tokenizer, precision, num_threads)
+        model._session("encoder")  # fail at load, not at the first call, when the runtime cannot read the graph
+        return model
+
+    @property
+    def dim(self) -> int:
+        return self.config.latent_dim
+
+    # --- public API ---------------------------------------------------------------------------
+
+    def embed(self, sentences: Sequence[str], batch_size: int = 64, normalize: bool = False) -> np.ndarray:
+        """Sentence vectors (N, latent_dim) float32, in input order.
+
+        Sentences are stripped, tokenized, truncated to the model's max_length and run in batches of
+        similar length. An empty (or blank) sentence has zero tokens: the encoder reads one <pad>
+        instead, exactly as the torch model does.
+        """
+        sentences = _check_sentences(sentences)
+        _check_batch_size(batch_size)
+        vectors = np.zeros((len(sentences), self.dim), dtype=np.float32)
+        token_ids = self.tokenize(sentences)
+        for rows in _length_sorted_batches(token_ids, batch_size):
+            input_ids, lengths = self._pad([token_ids[row] for row in rows])
+            vectors[rows] = self.run_graph("encoder", input_ids=input_ids, lengths=lengths)[0]
+        if normalize:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, np.finfo(np.float32).tiny)
+        return vectors
+
+    def score(self, sentences: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Anomaly score (N,) float32: each sentence's mean per-token negative log-likelihood (tokens
+        and <eos>) under the decoder, given the sentence's own vector. Higher is more unusual."""
+        sentences = _check_sentences(sentences)
+        _check_batch_size(batch_size)
+        scores = np.zeros(len(sentences), dtype=np.float32)
+        token_ids = self.tokenize(sentences)
+        for rows in _length_sorted_batches(token_ids, batch_size):
+            input_ids, lengths = self._pad([token_ids[row] for row in rows])
+            scores[rows] = self.run_graph("decoder_score", input_ids=input_ids, lengths=lengths)[0]
+        return scores
+
+    def reconstruct(self, sentences: Sequence[str], batch_size: int = 64, max_length: int | None = None) -> list[str]:
+        """Encode each sentence and decode it greedily: what the model remembers of it."""
+        sentences = _check_sentences(sentences)
+        _check_batch_size(batch_size)
+        token_ids = self.tokenize(sentences)
+        texts = [""] * len(sentences)
+        # similar input lengths give similar output lengths, so the Loop's early exit wastes less
+        for rows in _length_sorted_batches(token_ids, batch_size):
+            input_ids, lengths = self._pad([token_ids[row] for row in rows])
+            (vectors,) = self.run_graph("encoder", input_ids=input_ids, lengths=lengths)
+            for row, text in zip(rows, self._decode_texts(vectors, max_length)):
+                texts[row] = text
+        return texts
+
+    def decode(self, vectors: np.ndarray, batch_size: int = 64, max_length: int | None = None) -> list[str]:
+        """Greedy text for each row of vectors (N, latent_dim): any point, e.g. between two sentences."""
+        vectors = self._check_vectors(vectors)
+        _check_batch_size(batch_size)
+        texts: list[str] = []
+        for start in range(0, len(vectors), batch_size):
+            texts.extend(self._decode_texts(vectors[start : start + batch_size], max_length))
+        return texts
+
+    def greedy_ids(self, vectors: np.ndarray, max_length: int | None = None, method: str = "loop") -> list[list[int]]:
+        """Greedy token ids per row, up to and without <eos>.
+
+        method "loop" runs the whole decode in one onnxruntime call (the graph's Loop stops when every
+        row has produced <eos>); "step" drives the one-step graph from Python, one call per token.
+        Both give the same ids; "step" exists as a fallback and to measure what the Loop saves.
+        """
+        vectors = self._check_vectors(vectors)
+        max_length = self._check_max_length(max_length)
+        if len(vectors) == 0:
+            return []
+        if method == "loop":
+            (token_ids,) = self.run_graph("decoder_greedy", sentence_embedding=vectors, max_length=np.array(max_length, dtype=np.int64))
+        elif method == "step":
+            token_ids = self._step_loop(vectors, max_length)
+        else:
+            raise TextaeError(f"method must be one of {', '.join(DECODE_METHODS)}; got {method!r}")
+        return [_cut_at_eos(row, self.config.eos_id) for row in token_ids]
+
+    def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
+        """Token ids as the graphs read them: stripped (as every line of a training corpus is, so
+        " text " and "text" get the same vector), no special tokens, at most max_length ids."""
+        return encode_batch(self.tokenizer, [sentence.strip() for sentence in sentences], self.config.max_length)
+
+    def run_graph(self, graph: str, **inputs: np.ndarray) -> list[np.ndarray]:
+        """Run one graph of the export on raw arrays; the manifest lists each graph's inputs and shapes."""
+        if graph not in GRAPH_SIGNATURES:
+            raise TextaeError(f"no graph {graph!r}; the export has {', '.join(GRAPH_SIGNATURES)}")
+        return self._session(graph).run(None, inputs)
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _decode_texts(self, vectors: np.ndarray, max_length: int | None) -> list[str]:
+        return decode_batch(self.tokenizer, self.greedy_ids(vectors, max_length))
+
+    def _step_loop(self, vectors: np.ndarray, max_length: int) -> np.ndarray:
+        """The greedy decode of model.greedy_decode, one onnxruntime call per generated token."""
+        pad_id, eos_id = self.config.pad_id, self.config.eos_id
+        (state,) = self.run_graph("decoder_init", sentence_embedding=vectors)
+        input_ids = np.full(len(vectors), self.config.bos_id, dtype=np.int64)
+        finished = np.zeros(len(vectors), dtype=bool)
+        steps = []
+        for _ in range(max_length):
+            logits, state = self.run_graph("decoder_step", input_ids=input_ids, sentence_embedding=vectors, state=state)
+            input_ids = np.where(finished, pad_id, logits.argmax(axis=1)).astype(np.int64)
+            steps.append(input_ids)
+            finished |= input_ids == eos_id
+            if finished.all():
+                break
+        return np.stack(steps, axis=1)
+
+    def _pad(self, token_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        lengths = np.array([len(ids) for ids in token_ids], dtype=np.int64)
+        # at least one column: a batch of empty sentences still feeds the encoder one <pad> step
+        input_ids = np.full((len(token_ids), max(1, int(lengths.max()))), self.config.pad_id, dtype=np.int64)
+        for row, ids in enumerate(token_ids):
+            input_ids[row, : len(ids)] = ids
+        return input_ids, lengths
+
+    def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise TextaeError(f"expected vectors of shape (N, {self.dim}), got {vectors.shape}")
+        if not np.isfinite(vectors).all():
+            raise TextaeError("vectors contain NaN or infinity")
+        return np.ascontiguousarray(vectors)
+
+    def _check_max_length(self, max_length: int | None) -> int:
+        if max_length is None:
+            return self.config.max_length + 1  # room for every token and <eos>, as in training
+        if not isinstance(max_length, int) or max_length < 1:
+            raise TextaeError(f"max_length must be a positive integer, got {max_length!r}")
+        return max_length
+
+    def _session(self, graph: str) -> ort.InferenceSession:
+        session = self._sessions.get(graph)
+        if session is None:
+            with self._sessions_lock:
+                session = self._sessions.get(graph)
+                if session is None:
+                    session = self._sessions[graph] = self._create_session(graph)
+        return session
+
+    def _create_session(self, graph: str) -> ort.InferenceSession:
+        path = self.folder / self.manifest["graphs"][graph]["files"][self.precision]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.num_threads or 0  # 0: onnxruntime's default, one per core
+        options.inter_op_num_threads = 1  # the graphs are chains: no independent branches to overlap
+        options.log_severity_level = 3  # errors only: the int8 graphs trigger harmless shape warnings
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+            raise TextaeError(f"{path}: onnxruntime cannot load this graph ({str(exc).splitlines()[0][:200]})") from None
+        inputs, outputs = GRAPH_SIGNATURES[graph]
+        found = (tuple(i.name for i in session.get_inputs()), tuple(o.name for o in session.get_outputs()))
+        if found != (inputs, outputs):
+            raise TextaeError(f"{path}: graph has inputs/outputs {found}, expected {(inputs, outputs)}")
+        return session
+
+
+def _check_sentences(sentences: Sequence[str]) -> list[str]:
+    if isinstance(sentences, str):
+        raise TextaeError("expected a list of sentences, got a single string; wrap it in a list")
+    sentences = list(sentences)
+    for index, sentence in enumerate(sentences):
+        if not isinstance(sentence, str):
+            raise TextaeError(f"sentence {index} is a {type(sentence).__name__}, not a str")
+    return sentences
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise TextaeError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def _length_sorted_batches(token_ids: list[list[int]], batch_size: int) -> list[np.ndarray]:
+    """Row indices grouped into batches of similar length, so little compute goes to padding."""
+    order = np.argsort([len(ids) for ids in token_ids], kind="stable")
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def _cut_at_eos(token_ids: np.ndarray, eos_id: int) -> list[int]:
+    ids = [int(token) for token in token_ids]
+    return ids[: ids.index(eos_id)] if eos_id in ids else ids
