@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional, TypeVar
 import typer
 
 from textae.config import ModelConfig, TrainConfig
+from textae.demo import SHIPPED_CORPUS
 from textae.errors import TextaeError
 
 app = typer.Typer(
@@ -64,7 +65,6 @@ def main() -> None:
 # --- training side (train, demo) -------------------------------------------------------------
 
 _T, _M = TrainConfig(), ModelConfig()
-SHIPPED_CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "python-docs.txt"
 
 
 def _load_toml_defaults(ctx: typer.Context, _param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
@@ -122,11 +122,15 @@ def train(
     teacher_forcing_start: Annotated[float, typer.Option(help="Gold-token probability at step 0.")] = _T.teacher_forcing_start,
     teacher_forcing_end: Annotated[float, typer.Option(help="Gold-token probability the schedule decays to.")] = _T.teacher_forcing_end,
     teacher_forcing_decay_steps: Annotated[Optional[int], typer.Option(help="Steps to reach the end value (default: the whole run).")] = None,
+    scheduled_sampling: Annotated[str, typer.Option(help="Feed predictions step by step (Bengio et al.) or in two parallel passes (faster).")] = _T.scheduled_sampling,
+    noise: Annotated[str, typer.Option(help="Denoising: corrupt the encoder input, e.g. delete:0.1,swap:0.1,mask:0.1.")] = _T.noise,
     eval_every: Annotated[int, typer.Option(help="Validate every this many steps.")] = _T.eval_every,
     patience: Annotated[int, typer.Option(help="Early stopping: validations without improvement (0: off).")] = _T.patience,
     checkpoint_every: Annotated[int, typer.Option(help="Write the resumable checkpoint every this many steps.")] = _T.checkpoint_every,
+    log_every: Annotated[int, typer.Option(help="Steps between records in metrics.jsonl.")] = _T.log_every,
     seed: Annotated[int, typer.Option(help="Seed for data order, initialisation, dropout and sampling.")] = _T.seed,
     threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads (default: torch's choice).")] = None,
+    device: Annotated[str, typer.Option(help="auto (a CUDA GPU when torch sees one), cpu or cuda.")] = _T.device,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Train a tokenizer and a recurrent sentence autoencoder on CORPUS; write a run folder to --out."""
@@ -138,8 +142,8 @@ def train(
         learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps, lr_schedule=lr_schedule,
         grad_clip=grad_clip, teacher_forcing_schedule=teacher_forcing_schedule,
         teacher_forcing_start=teacher_forcing_start, teacher_forcing_end=teacher_forcing_end,
-        teacher_forcing_decay_steps=teacher_forcing_decay_steps, eval_every=eval_every, patience=patience,
-        checkpoint_every=checkpoint_every, seed=seed, num_threads=threads,
+        teacher_forcing_decay_steps=teacher_forcing_decay_steps, scheduled_sampling=scheduled_sampling, noise=noise, eval_every=eval_every, patience=patience,
+        checkpoint_every=checkpoint_every, log_every=log_every, seed=seed, num_threads=threads, device=device,
     )  # fmt: skip
     model_config = ModelConfig(
         cell=cell, embedding_dim=embedding_dim, hidden_size=hidden_size, latent_dim=latent_dim, num_layers=num_layers,
@@ -150,4 +154,215 @@ def train(
     run_training(train_config, model_config, resume=resume, show_progress=not quiet)
 
 
+@app.command()
+@user_errors
+def demo(
+    corpus: Annotated[Path, typer.Option(help="Corpus to train on (default: the shipped corpora/python-docs.txt).")] = SHIPPED_CORPUS,
+    out: Annotated[Path, typer.Option(help="Run folder (reused when finished, resumed when interrupted).")] = Path("runs/python-docs"),
+    export_dir: Annotated[Path, typer.Option("--export", help="Export folder.")] = Path("export/python-docs"),
+    max_steps: Annotated[int, typer.Option(help="Training steps (300 take about 4 minutes on 2 cores).")] = 300,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for training and onnxruntime.")] = None,
+) -> None:
+    """The main job end to end: train on the shipped corpus, export to ONNX, embed/reconstruct/score with onnxruntime."""
+    from textae.demo import run_demo
+
+    run_demo(corpus, out, export_dir, max_steps, threads)
+
+
 # --- export and runtime side (export, embed, reconstruct, score, info) -----------------------
+
+_MODEL_HELP = "Export folder written by `textae export` (holds textae.json)."
+_THREADS_HELP = "onnxruntime intra-op threads (default: one per core)."
+_PRECISION_HELP = "Graphs to run: fp32 or int8 (default: the one the export chose)."
+
+
+@app.command()
+@user_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Run folder written by `textae train`.")],
+    out: Annotated[Optional[Path], typer.Option(help="Folder to write (default: export/<run folder name>).")] = None,
+    quantize: Annotated[Optional[str], typer.Option(help="Also write int8 graphs and load them by default: int8.")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
+) -> None:
+    """Export a trained run to a self-contained ONNX folder that runs without torch."""
+    from textae.export import default_export_dir, export_model
+
+    export_model(run_dir, out or default_export_dir(run_dir), quantize=quantize, opset=opset)
+
+
+@app.command()
+@user_errors
+def embed(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP)],
+    source: Annotated[str, typer.Argument(metavar="INPUT", help="Text file, one sentence a line, or - for standard input.")],
+    out: Annotated[Path, typer.Option(help="Output file: .npy (N x D float32) or .jsonl (text and vector per line).")],
+    batch_size: Annotated[int, typer.Option(help="Sentences per onnxruntime call.")] = 64,
+    normalize: Annotated[bool, typer.Option(help="Scale every vector to unit length.")] = False,
+    threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
+    precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
+) -> None:
+    """Write one sentence vector per non-empty input line."""
+    from textae.runtime import TextAE
+    from textae.runtime_files import check_embedding_output, embed_file
+
+    check_embedding_output(out)
+    count = embed_file(TextAE.load(model, threads, precision), source, out, batch_size=batch_size, normalize=normalize)
+    typer.echo(f"embedded {count} sentences into {out}", err=True)
+
+
+@app.command()
+@user_errors
+def reconstruct(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP)],
+    text: Annotated[Optional[list[str]], typer.Argument(metavar="TEXT...", help="Sentences to reconstruct.", show_default=False)] = None,
+    file: Annotated[Optional[Path], typer.Option(help="Read the sentences from this file (- for standard input).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
+    precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
+) -> None:
+    """Print what the model reconstructs from each sentence's vector, one line per sentence."""
+    from textae.runtime import TextAE
+    from textae.runtime_files import read_sentences
+
+    if bool(text) == (file is not None):
+        raise TextaeError("give the sentences as arguments or with --file, not both")
+    sentences = read_sentences(file) if file is not None else text
+    for line in TextAE.load(model, threads, precision).reconstruct(sentences):
+        typer.echo(line)
+
+
+@app.command()
+@user_errors
+def score(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP)],
+    source: Annotated[str, typer.Argument(metavar="FILE", help="Text file, one sentence a line, or - for standard input.")],
+    top: Annotated[Optional[int], typer.Option(metavar="K", help="Print only the K most anomalous lines, highest score first.")] = None,
+    threshold: Annotated[Optional[float], typer.Option(metavar="X", help="Print only lines scoring at least X.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
+    precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
+) -> None:
+    """Print index, anomaly score (mean token negative log-likelihood) and sentence, tab-separated.
+
+    The index counts non-empty lines from 1. Higher scores are sentences the model reconstructs worse.
+    """
+    from textae.runtime import TextAE
+    from textae.runtime_files import check_flag_options, flag_anomalies, read_sentences
+
+    check_flag_options(top, threshold)
+    sentences = read_sentences(source)
+    scores = TextAE.load(model, threads, precision).score(sentences)
+    for index in flag_anomalies(scores, top=top, threshold=threshold):
+        typer.echo(f"{index + 1}\t{scores[index]:.4f}\t{sentences[index]}")
+
+
+@app.command()
+@user_errors
+def info(model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP)]) -> None:
+    """Check an export folder against its manifest and describe the model in it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from textae.manifest import describe_manifest, load_manifest
+
+    table = Table(show_header=False, box=None)
+    for field, value in describe_manifest(model, load_manifest(model)):
+        table.add_row(f"[bold]{field}[/]", value)
+    Console().print(table)
+
+
+# --- evaluation side (evaluate, similar, index, map) ---
+# Scores, neighbours and maps computed on an export folder with the torch-free runtime. The
+# optional packages (scikit-learn, sacrebleu, matplotlib) come from the `eval` extra.
+
+
+@app.command()
+@user_errors
+def evaluate(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP)],
+    text: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Reconstruction: token accuracy, exact match and chrF by sentence length, on one sentence a line.")] = None,
+    sts: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Similarity: Spearman x100 of cosine vs gold, on score<TAB>sentence1<TAB>sentence2 lines.")] = None,
+    probe: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Logistic-regression probe accuracy (10-fold CV) on label<TAB>text lines.")] = None,
+    probe_test: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Train the probe on --probe and test it on this label<TAB>text file instead of CV.")] = None,
+    anomalies: Annotated[Optional[tuple[Path, Path]], typer.Option(metavar="IN_FILE OUT_FILE", help="AUROC of the anomaly score at telling OUT_FILE's sentences from IN_FILE's.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on standard output.")] = False,
+    threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
+    precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
+) -> None:
+    """Measure an exported model on the given files (at least one of --text, --sts, --probe, --anomalies)."""
+    import json
+
+    from rich.console import Console
+
+    from textae.evaluate import evaluate_model, print_report
+    from textae.runtime import TextAE
+
+    report = evaluate_model(
+        TextAE.load(model, threads, precision), text=text, sts=sts, probe=probe, probe_test=probe_test, anomalies=anomalies
+    )
+    if json_output:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_report(report, Console())
+
+
+@app.command()
+@user_errors
+def similar(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP)],
+    queries: Annotated[list[str], typer.Argument(metavar="QUERY...", help="Sentences to find neighbours for.", show_default=False)],
+    corpus: Annotated[Path, typer.Option(metavar="FILE", help="Sentences to search: a text file (one a line), or an INDEX.npz from `textae index`.")],
+    top: Annotated[int, typer.Option(metavar="K", help="Neighbours per query.")] = 5,
+    threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
+    precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
+) -> None:
+    """Print each query's K most similar corpus sentences: rank, cosine similarity and sentence, tab-separated."""
+    from textae.runtime import TextAE
+    from textae.search import similar_sentences
+
+    results = similar_sentences(TextAE.load(model, threads, precision), corpus, queries, top)
+    for number, (query, neighbours) in enumerate(zip(queries, results)):
+        if number:
+            typer.echo("")
+        typer.echo(f"# {query}")
+        for rank, neighbour in enumerate(neighbours, start=1):
+            typer.echo(f"{rank}\t{neighbour.score:.4f}\t{neighbour.text}")
+
+
+@app.command()
+@user_errors
+def index(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP)],
+    source: Annotated[str, typer.Argument(metavar="FILE", help="Text file, one sentence a line, or - for standard input.")],
+    out: Annotated[Path, typer.Option(metavar="INDEX.npz", help="Index file to write; `textae similar --corpus INDEX.npz` reuses it.")],
+    batch_size: Annotated[int, typer.Option(help="Sentences per onnxruntime call.")] = 64,
+    threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
+    precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
+) -> None:
+    """Embed FILE once into a reusable index: unit vectors, sentences, model fingerprint and file sha256."""
+    from textae.runtime import TextAE
+    from textae.search import VectorIndex, check_index_output
+
+    check_index_output(out)
+    built = VectorIndex.build(TextAE.load(model, threads, precision), Path(source), batch_size=batch_size)
+    built.save(out)
+    typer.echo(f"indexed {len(built.texts)} sentences into {out}", err=True)
+
+
+@app.command("map")
+@user_errors
+def map_sentences(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP)],
+    source: Annotated[Path, typer.Argument(metavar="FILE", help="Text file, one sentence a line (label<TAB>text with --labels).")],
+    out: Annotated[Path, typer.Option(metavar="MAP.png", help="PNG file to write.")],
+    labels: Annotated[bool, typer.Option("--labels", help="FILE has label<TAB>text lines: colour points by label.")] = False,
+    method: Annotated[str, typer.Option(help="Projection to 2-D: pca (numpy SVD) or tsne (scikit-learn).")] = "pca",
+    max_points: Annotated[int, typer.Option(help="Draw a uniform sample of at most this many sentences.")] = 20_000,
+    threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
+    precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
+) -> None:
+    """Draw the sentence vectors of FILE in 2-D as a PNG, with title, axes and legend."""
+    from textae.maps import check_map_options, plot_map
+    from textae.runtime import TextAE
+
+    check_map_options(out, method, max_points)
+    summary = plot_map(TextAE.load(model, threads, precision), source, out, labelled=labels, method=method, max_points=max_points)
+    typer.echo(f"drew {summary.points} sentences into {out}", err=True)
