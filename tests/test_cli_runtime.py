@@ -158,3 +158,17 @@ def test_user_errors_are_one_line_without_traceback(
     assert code == 2
     assert message in err and err.startswith("textae: error: ") and err.count("\n") == 1
     assert "Traceback" not in err and out == ""
+
+
+def test_embed_streams_any_number_of_lines_into_a_valid_npy(tmp_path) -> None:
+    """The .npy header is written first and patched with the row count: check it loads exactly."""
+    import numpy as np
+
+    from textae.runtime_files import _npy_header, write_embeddings
+
+    vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
+    write_embeddings(tmp_path / "v.npy", ["a", "b", "c"], vectors)
+    assert np.array_equal(np.load(tmp_path / "v.npy"), vectors)
+    assert len(_npy_header(0, 4)) == len(_npy_header(10**12, 4096)) == 128
+    (tmp_path / "empty.npy").write_bytes(_npy_header(0, 4))
+    assert np.load(tmp_path / "empty.npy").shape == (0, 4)

@@ -7,12 +7,14 @@ non-UTF-8 file is a one-line error naming the file and line; empty lines are ski
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import struct
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from textae.atomic import atomic_write
 from textae.corpus import check_readable_file, iter_file_lines
@@ -20,7 +22,6 @@ from textae.errors import TextaeError
 from textae.runtime import TextAE
 
 EMBEDDING_FORMATS = (".npy", ".jsonl")
-PROGRESS_MIN_SENTENCES = 2000  # below this, embedding takes about a second: no bar
 CHUNK_SENTENCES = 1024  # embed this many at a time so the bar moves; results do not depend on it
 
 
@@ -46,48 +47,94 @@ def embed_file(
     model: TextAE, source: str | Path, out: Path, *, batch_size: int = 64, normalize: bool = False, console: Console | None = None
 ) -> int:
     """Embed every line of source into out (.npy: an (N, D) float32 array; .jsonl: one
-    {"text", "sentence_embedding"} object per line); return N. Row i is the i-th non-empty line."""
+    {"text", "sentence_embedding"} object per line); return N. Row i is the i-th non-empty line.
+
+    Streams: lines are read, embedded and written CHUNK_SENTENCES at a time, so memory stays
+    constant for any input size (standard input included). The file appears under its name only
+    when complete.
+    """
     out = Path(out)
     check_embedding_output(out)
-    sentences = read_sentences(source)
-    vectors = np.zeros((len(sentences), model.dim), dtype=np.float32)
+    path = Path(source)
+    if str(source) != "-":
+        check_readable_file(path)
+    console = console or Console(stderr=True)
     progress = Progress(
         TextColumn("embedding"),
-        BarColumn(),
         MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console or Console(stderr=True),
+        TextColumn("sentences"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[rate]:,.0f} sentences/s"),
+        console=console,
         transient=True,
-        disable=len(sentences) < PROGRESS_MIN_SENTENCES,
+        disable=not console.is_terminal,  # a log file gets the final count line, not bar redraws
     )
-    with progress:
-        task = progress.add_task("embedding", total=len(sentences))
-        for start in range(0, len(sentences), CHUNK_SENTENCES):
-            chunk = sentences[start : start + CHUNK_SENTENCES]
-            vectors[start : start + len(chunk)] = model.embed(chunk, batch_size=batch_size, normalize=normalize)
-            progress.advance(task, len(chunk))
-    write_embeddings(out, sentences, vectors)
-    return len(sentences)
+    count = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal count
+        with open(tmp, "wb") as handle, progress:
+            task = progress.add_task("embedding", total=None, rate=0.0)
+            started = time.perf_counter()
+            if out.suffix == ".npy":
+                handle.write(_npy_header(0, model.dim))  # rewritten with the real row count at the end
+            for chunk in _chunks(iter_file_lines(path), CHUNK_SENTENCES):
+                vectors = model.embed(chunk, batch_size=batch_size, normalize=normalize)
+                if out.suffix == ".npy":
+                    handle.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+                else:
+                    handle.write("".join(_jsonl_line(t, v) for t, v in zip(chunk, vectors)).encode("utf-8"))
+                count += len(chunk)
+                progress.update(task, completed=count, rate=count / (time.perf_counter() - started))
+            if out.suffix == ".npy":
+                handle.seek(0)
+                handle.write(_npy_header(count, model.dim))
+
+    atomic_write(out, write)
+    return count
 
 
 def write_embeddings(out: Path, sentences: Sequence[str], vectors: np.ndarray) -> None:
-    """Write atomically: a reader never sees half an array, and a failed run leaves no file."""
+    """Write vectors already in memory, atomically, in the format embed_file streams."""
     out = Path(out)
     check_embedding_output(out)
-    if out.suffix == ".npy":
 
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as handle:  # a handle, so np.save does not append a second .npy
-                np.save(handle, vectors)
-
-    else:
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                for text, vector in zip(sentences, vectors):
-                    handle.write(json.dumps({"text": text, "sentence_embedding": vector.tolist()}, ensure_ascii=False) + "\n")
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            if out.suffix == ".npy":
+                handle.write(_npy_header(len(vectors), vectors.shape[1]))
+                handle.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+            else:
+                handle.write("".join(_jsonl_line(t, v) for t, v in zip(sentences, vectors)).encode("utf-8"))
 
     atomic_write(out, write)
+
+
+# A fixed-size .npy (format 1.0) header, so the row count can be filled in after streaming.
+NPY_HEADER_BYTES = 128
+
+
+def _npy_header(rows: int, dim: int) -> bytes:
+    text = repr({"descr": "<f4", "fortran_order": False, "shape": (rows, dim)})
+    prefix = b"\x93NUMPY\x01\x00"
+    body_length = NPY_HEADER_BYTES - len(prefix) - 2
+    body = text.ljust(body_length - 1).encode("latin1") + b"\n"
+    return prefix + struct.pack("<H", body_length) + body
+
+
+def _jsonl_line(text: str, vector: np.ndarray) -> str:
+    return json.dumps({"text": text, "sentence_embedding": vector.tolist()}, ensure_ascii=False) + "\n"
+
+
+def _chunks(lines: Iterator[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def flag_anomalies(scores: np.ndarray, *, top: int | None = None, threshold: float | None = None) -> list[int]:
