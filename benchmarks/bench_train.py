@@ -15,9 +15,7 @@ import argparse
 import dataclasses
 import itertools
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table

@@ -76,7 +76,12 @@ def random_run(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> P
     """A run folder with an untrained (randomly initialised) small model: enough for parity tests."""
     import torch
 
-    from textae.checkpoint import BEST_FILE, CONFIG_FILE, TOKENIZER_FILE, save_checkpoint
+    from textae.checkpoint import (
+        BEST_FILE,
+        CONFIG_FILE,
+        TOKENIZER_FILE,
+        save_checkpoint,
+    )
     from textae.config import ModelConfig, TrainConfig, save_json, to_dict
     from textae.model import Autoencoder
     from textae.tokenizer import special_token_ids, train_tokenizer
@@ -143,3 +148,18 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> 
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def random_export(tmp_path_factory: pytest.TempPathFactory, random_run: Path) -> Path:
+    """random_run exported once per session, with int8 graphs beside the fp32 ones."""
+    from export_fixtures import exported
+
+    return exported(tmp_path_factory, random_run, quantize="int8")
+
+
+@pytest.fixture(scope="session")
+def trained_export(tmp_path_factory: pytest.TempPathFactory, trained_run: Path) -> Path:
+    from export_fixtures import exported
+
+    return exported(tmp_path_factory, trained_run)

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
-
 from conftest import TINY_SENTENCES
+from rich.console import Console
 
 # Small variants covering every export path: cells, layers, directions, pooling, tied/untied output.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -35,7 +34,12 @@ def make_run(
     """A run folder with an untrained model of the given config, reusing another run's tokenizer."""
     import torch
 
-    from textae.checkpoint import BEST_FILE, CONFIG_FILE, TOKENIZER_FILE, save_checkpoint
+    from textae.checkpoint import (
+        BEST_FILE,
+        CONFIG_FILE,
+        TOKENIZER_FILE,
+        save_checkpoint,
+    )
     from textae.config import ModelConfig, TrainConfig, save_json, to_dict
     from textae.model import Autoencoder
     from textae.tokenizer import load_tokenizer, special_token_ids

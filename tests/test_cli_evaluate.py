@@ -9,16 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_SENTENCES
-from export_fixtures import exported
 
 Cli = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture(scope="session")
-def random_export(tmp_path_factory: pytest.TempPathFactory, random_run: Path) -> Path:
-    return exported(tmp_path_factory, random_run, quantize="int8")
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_SENTENCES
+from export_fixtures import copy_export
 
 from textae.runtime import TextAE
-
-from conftest import TINY_SENTENCES
-from export_fixtures import copy_export, exported
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -38,11 +37,6 @@ for args in json.loads(sys.argv[1]):
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx") and sys.modules[m] is not None)
 print(json.dumps({"results": results, "loaded": loaded}))
 """
-
-
-@pytest.fixture(scope="session")
-def random_export(tmp_path_factory: pytest.TempPathFactory, random_run: Path) -> Path:
-    return exported(tmp_path_factory, random_run, quantize="int8")
 
 
 @pytest.fixture

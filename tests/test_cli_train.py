@@ -4,7 +4,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_SENTENCES
 
 FAST = ["--vocab-size", "400", "--batch-size", "10", "--max-steps", "2", "--embedding-dim", "16",

@@ -1,9 +1,8 @@
 import numpy as np
+from conftest import TINY_SENTENCES
 
 from textae.data import collate, epoch_batches, tokenize_corpus, tokenize_with_split
 from textae.tokenizer import train_tokenizer
-
-from conftest import TINY_SENTENCES
 
 
 def test_split_is_seeded_and_capped() -> None:

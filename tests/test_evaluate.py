@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_SENTENCES
 from tokenizers import Tokenizer
 
 from textae.errors import TextaeError
@@ -27,19 +28,6 @@ from textae.evaluate import (
 )
 from textae.runtime import TextAE
 from textae.tokenizer import encode_batch, train_tokenizer
-
-from conftest import TINY_SENTENCES
-from export_fixtures import exported
-
-
-@pytest.fixture(scope="session")
-def trained_export(tmp_path_factory: pytest.TempPathFactory, trained_run: Path) -> Path:
-    return exported(tmp_path_factory, trained_run)
-
-
-@pytest.fixture(scope="session")
-def random_export(tmp_path_factory: pytest.TempPathFactory, random_run: Path) -> Path:
-    return exported(tmp_path_factory, random_run, quantize="int8")
 
 
 @pytest.fixture(scope="session")

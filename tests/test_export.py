@@ -11,6 +11,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import TINY_SENTENCES
+from export_fixtures import VARIANTS, exported, make_run, run_fixture
 from rich.console import Console
 
 import textae.export
@@ -21,17 +23,9 @@ from textae.manifest import GRAPH_SIGNATURES, GRAPHS, MANIFEST_FILE, graph_file_
 from textae.runtime import TextAE
 from textae.tokenizer import decode_batch, encode_batch
 
-from conftest import TINY_SENTENCES
-from export_fixtures import VARIANTS, exported, make_run, run_fixture
-
 # Run fixtures whose exports are checked against torch; "trained_run" is skipped if conftest lacks it.
 PARITY_RUNS = ["random_run", "trained_run"]
 TOLERANCE = 1e-4
-
-
-@pytest.fixture(scope="session")
-def random_export(tmp_path_factory: pytest.TempPathFactory, random_run: Path) -> Path:
-    return exported(tmp_path_factory, random_run, quantize="int8")
 
 
 @pytest.fixture(scope="session", params=PARITY_RUNS + list(VARIANTS))

@@ -11,22 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_SENTENCES
+from export_fixtures import copy_export
 
 from textae.errors import TextaeError
 from textae.manifest import MANIFEST_FILE
 from textae.runtime import TextAE
 
-from conftest import TINY_SENTENCES
-from export_fixtures import copy_export, exported
-
 # A Python prelude under which `import torch` and `import onnx` raise ImportError, as in a production
 # install that has neither (onnx is a training-side dependency too).
 BLOCK_TORCH = 'import sys; sys.modules["torch"] = None; sys.modules["onnx"] = None\n'
-
-
-@pytest.fixture(scope="session")
-def random_export(tmp_path_factory: pytest.TempPathFactory, random_run: Path) -> Path:
-    return exported(tmp_path_factory, random_run, quantize="int8")
 
 
 @pytest.fixture(scope="session")

@@ -6,18 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_SENTENCES
 
 from textae.errors import TextaeError
 from textae.runtime import TextAE
 from textae.search import VectorIndex, open_corpus, similar_sentences, top_k_cosine, unit_rows
-
-from conftest import TINY_SENTENCES
-from export_fixtures import exported
-
-
-@pytest.fixture(scope="session")
-def random_export(tmp_path_factory: pytest.TempPathFactory, random_run: Path) -> Path:
-    return exported(tmp_path_factory, random_run, quantize="int8")
 
 
 @pytest.fixture

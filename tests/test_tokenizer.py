@@ -1,11 +1,10 @@
 from pathlib import Path
 
 import pytest
+from conftest import TINY_SENTENCES
 
 from textae.errors import TextaeError
 from textae.tokenizer import decode_batch, encode_batch, load_tokenizer, special_token_ids, train_tokenizer
-
-from conftest import TINY_SENTENCES
 
 
 @pytest.fixture(scope="module")

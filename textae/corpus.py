@@ -89,6 +89,18 @@ def iter_file_lines(path: Path, max_chars: int = DEFAULT_MAX_CHARS) -> Iterator[
             yield text[:max_chars]
 
 
+def chunked(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Lists of up to size consecutive items: batch work on a stream without holding all of it."""
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def iter_corpus(paths: Iterable[Path], max_chars: int = DEFAULT_MAX_CHARS) -> Iterator[str]:
     for path in paths:
         yield from iter_file_lines(Path(path), max_chars=max_chars)

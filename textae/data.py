@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from textae.corpus import chunked
 from textae.tokenizer import encode_batch
 
 ENCODE_CHUNK = 4096  # sentences tokenized per call: large enough for the Rust side's threads
@@ -91,20 +92,9 @@ class _CorpusBuilder:
         return TokenizedCorpus(self.offsets(), token_ids)
 
 
-def _chunks(sentences: Iterable[str], size: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
-    for sentence in sentences:
-        chunk.append(sentence)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def tokenize_corpus(sentences: Iterable[str], tokenizer: Tokenizer, max_length: int) -> TokenizedCorpus:
     builder = _CorpusBuilder()
-    for chunk in _chunks(sentences, ENCODE_CHUNK):
+    for chunk in chunked(sentences, ENCODE_CHUNK):
         builder.add(encode_batch(tokenizer, chunk, max_length))
     return builder.build()
 
@@ -126,7 +116,7 @@ def tokenize_with_split(
     rng = np.random.default_rng([seed, 1])
     train, valid = _CorpusBuilder(train_sink), _CorpusBuilder()
     valid_count = 0
-    for chunk in _chunks(sentences, ENCODE_CHUNK):
+    for chunk in chunked(sentences, ENCODE_CHUNK):
         encoded = encode_batch(tokenizer, chunk, max_length)
         to_valid = rng.random(len(encoded)) < valid_fraction
         train_part, valid_part = [], []
@@ -173,7 +163,7 @@ def build_token_store(
             train, valid = tokenize_with_split(train_sentences, tokenizer, max_length, valid_fraction, max_valid, seed, sink)
         else:
             builder = _CorpusBuilder(sink)
-            for chunk in _chunks(train_sentences, ENCODE_CHUNK):
+            for chunk in chunked(train_sentences, ENCODE_CHUNK):
                 builder.add(encode_batch(tokenizer, chunk, max_length))
             train = TokenizedCorpus(builder.offsets())
             valid = tokenize_corpus(valid_sentences, tokenizer, max_length)

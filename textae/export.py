@@ -41,14 +41,7 @@ from textae.checkpoint import CONFIG_FILE, SUMMARY_FILE, TOKENIZER_FILE, load_mo
 from textae.config import ModelConfig, load_json, save_json, to_dict
 from textae.corpus import iter_corpus, resolve_paths
 from textae.errors import TextaeError
-from textae.manifest import (
-    FORMAT_VERSION,
-    GRAPH_SIGNATURES,
-    GRAPHS,
-    MANIFEST_FILE,
-    file_record,
-    graph_file_name,
-)
+from textae.manifest import FORMAT_VERSION, GRAPH_SIGNATURES, GRAPHS, MANIFEST_FILE, file_record, graph_file_name
 from textae.model import Autoencoder
 from textae.runtime import TextAE
 from textae.tokenizer import load_tokenizer, special_token_ids

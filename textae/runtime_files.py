@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from textae.atomic import atomic_write
-from textae.corpus import check_readable_file, iter_file_lines
+from textae.corpus import check_readable_file, chunked, iter_file_lines
 from textae.errors import TextaeError
 from textae.runtime import TextAE
 
@@ -78,7 +78,7 @@ def embed_file(
             started = time.perf_counter()
             if out.suffix == ".npy":
                 handle.write(_npy_header(0, model.dim))  # rewritten with the real row count at the end
-            for chunk in _chunks(iter_file_lines(path), CHUNK_SENTENCES):
+            for chunk in chunked(iter_file_lines(path), CHUNK_SENTENCES):
                 vectors = model.embed(chunk, batch_size=batch_size, normalize=normalize)
                 if out.suffix == ".npy":
                     handle.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
@@ -124,17 +124,6 @@ def _npy_header(rows: int, dim: int) -> bytes:
 
 def _jsonl_line(text: str, vector: np.ndarray) -> str:
     return json.dumps({"text": text, "sentence_embedding": vector.tolist()}, ensure_ascii=False) + "\n"
-
-
-def _chunks(lines: Iterator[str], size: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
-    for line in lines:
-        chunk.append(line)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def flag_anomalies(scores: np.ndarray, *, top: int | None = None, threshold: float | None = None) -> list[int]:

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from tokenizers import Tokenizer
 
+from textae import distributed
 from textae.atomic import atomic_write_text
 from textae.checkpoint import (
     BEST_FILE,
@@ -36,7 +37,6 @@ from textae.checkpoint import (
 )
 from textae.config import ModelConfig, TrainConfig, from_dict, load_json, parse_noise, save_json, to_dict
 from textae.corpus import iter_corpus, resolve_paths
-from textae import distributed
 from textae.data import (
     TokenizedCorpus,
     build_token_store,
