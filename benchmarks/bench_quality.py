@@ -132,11 +132,13 @@ def train_textae(args: argparse.Namespace, split: dict[str, Path]) -> tuple[Path
     overrides: dict[str, Any] = {"max_steps": args.steps} if args.steps else {}
     config = TrainConfig(
         corpus=[str(split["train"])], valid=str(split["valid"]), out=str(run_dir), epochs=args.epochs,
-        batch_size=args.batch_size, num_threads=args.threads, seed=args.seed, **overrides,
+        batch_size=args.batch_size, num_threads=args.threads, seed=args.seed, noise=args.noise, **overrides,
     )  # fmt: skip
     torch.set_num_threads(args.threads)
     started = time.process_time()
-    model_config = ModelConfig(latent_dim=args.dim, hidden_size=args.hidden_size, embedding_dim=args.embedding_dim)
+    model_config = ModelConfig(
+        latent_dim=args.dim, hidden_size=args.hidden_size, embedding_dim=args.embedding_dim, pooling=args.pooling
+    )
     train(config, model_config, show_progress=not args.quiet)
     cpu = time.process_time() - started
     export_dir = args.work / "textae-export"
@@ -303,6 +305,8 @@ def main() -> None:
     parser.add_argument("--doc2vec-epochs", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pooling", default="final", help="textae sentence vector: final, mean or max")
+    parser.add_argument("--noise", default="", help="textae denoising input noise, e.g. delete:0.1,swap:0.1,mask:0.1")
     parser.add_argument("--work", type=Path, default=Path("runs/bench-quality"), help="split files, run and export")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--quiet", action="store_true", help="no training progress bar")

@@ -60,3 +60,16 @@ def test_noise_corrupts_inputs_but_not_targets() -> None:
     batch = collate(corpus, np.array([0]), 0, 2, {"delete": 0.3, "mask": 0.3}, 3, np.random.default_rng(1))
     assert batch.targets[0, :30].tolist() == tokens.tolist() and batch.targets[0, 30] == 2
     assert batch.lengths[0] < 30 and batch.input_ids.shape[1] == batch.lengths[0]
+
+
+def test_batch_groups_pair_batches_of_similar_length_for_processes_stepping_together() -> None:
+    from textae.data import epoch_batch_groups
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 60, size=5000)
+    groups = epoch_batch_groups(lengths, batch_size=32, seed=1, epoch=0, group_size=2)
+    assert sorted(np.concatenate([b for g in groups for b in g]).tolist()) == list(range(5000))
+    full = [g for g in groups if len(g) == 2]
+    assert len(full) >= len(groups) - 5  # at most one incomplete group per pool
+    longest = np.array([[lengths[b].max() for b in g] for g in full])
+    assert np.abs(longest[:, 0] - longest[:, 1]).mean() < 2  # vs about 20 for random pairs

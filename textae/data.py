@@ -182,22 +182,32 @@ def open_token_store(store_dir: Path) -> tuple[TokenizedCorpus, TokenizedCorpus]
     return train, valid
 
 
-def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """Sentence indices of every batch of one epoch, a pure function of (seed, epoch).
+def epoch_batch_groups(
+    lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_size: int = 1
+) -> list[list[np.ndarray]]:
+    """Sentence indices of every batch of one epoch, in groups of group_size; a pure function of its inputs.
 
     Shuffle, sort by length inside pools of BUCKET_BATCHES batches (so a batch holds sentences of
-    similar length and little padding), then shuffle the order of the batches.
+    similar length and little padding), cut each pool into batches, group neighbouring batches, then
+    shuffle the groups. With one group member per process, the processes that step together get
+    batches of similar length, so no process waits long for another at the gradient all-reduce.
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
     pool_size = batch_size * BUCKET_BATCHES
-    batches: list[np.ndarray] = []
+    groups: list[list[np.ndarray]] = []
     for start in range(0, len(order), pool_size):
         pool = order[start : start + pool_size]
         pool = pool[np.argsort(lengths[pool], kind="stable")]
-        batches.extend(pool[i : i + batch_size] for i in range(0, len(pool), batch_size))
-    rng.shuffle(batches)  # type: ignore[arg-type]
-    return batches
+        batches = [pool[i : i + batch_size] for i in range(0, len(pool), batch_size)]
+        groups.extend(batches[i : i + group_size] for i in range(0, len(batches), group_size))
+    rng.shuffle(groups)  # type: ignore[arg-type]
+    return groups
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The batches of one epoch for a single process."""
+    return [group[0] for group in epoch_batch_groups(lengths, batch_size, seed, epoch)]
 
 
 def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:

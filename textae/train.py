@@ -6,6 +6,7 @@ The loop knows the model only through `forward(input_ids, lengths, targets, rati
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import shutil
@@ -41,7 +42,7 @@ from textae.data import (
     TokenizedCorpus,
     build_token_store,
     collate,
-    epoch_batches,
+    epoch_batch_groups,
     open_token_store,
     sorted_batches,
     token_store_key,
@@ -53,6 +54,25 @@ from textae.schedules import learning_rate_factor, teacher_forcing_ratio
 from textae.tokenizer import decode_batch, load_tokenizer, special_token_ids, train_tokenizer
 
 EVAL_BATCH_SIZE = 128
+# Batches of varying shape fragment glibc's heap, and freed blocks stay in the process: without a
+# periodic trim, peak RSS wanders by hundreds of MB for reasons unrelated to the corpus. Trimming
+# every step cost 3-5 % of throughput; every 10 steps keeps most of the benefit.
+TRIM_EVERY = 10
+
+
+def release_freed_memory() -> None:
+    """Return freed heap memory to the OS (glibc's malloc_trim; a no-op elsewhere)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
 
 
 @dataclass
@@ -174,10 +194,14 @@ class _Trainer:
         self.autocast = workers.device.type == "cuda" and torch.cuda.is_bf16_supported()
 
     def _my_batches(self, epoch: int) -> list[np.ndarray]:
-        """This rank's shard of the epoch: every world_size-th batch, the same count on every rank."""
-        batches = epoch_batches(self.train_data.lengths, self.config.batch_size, self.config.seed, epoch)
-        per_rank = len(batches) // self.workers.world_size
-        return batches[self.workers.rank :: self.workers.world_size][:per_rank]
+        """This rank's shard of the epoch: its member of every full group, the same count on every rank.
+
+        The few batches of incomplete groups at pool ends are skipped this epoch; which ones changes
+        with the epoch's shuffle.
+        """
+        world = self.workers.world_size
+        groups = epoch_batch_groups(self.train_data.lengths, self.config.batch_size, self.config.seed, epoch, world)
+        return [group[self.workers.rank] for group in groups if len(group) == world]
 
     def run(self, stop_at_step: int | None) -> dict[str, Any]:
         state, config = self.state, self.config
@@ -197,6 +221,8 @@ class _Trainer:
                             config.teacher_forcing_end, decay_steps,
                         )  # fmt: skip
                         loss, tokens = self._step(indices, ratio)
+                        if state.step % TRIM_EVERY == 0:
+                            release_freed_memory()
                         state.tokens_seen += tokens
                         window_tokens += tokens
                         state.losses_since_record.append(loss)
@@ -290,6 +316,7 @@ class _Trainer:
                 f"exact {result['free_running_exact_match']:.3f}" + ("  (best)" if improved else "")
             )
             stop = bool(self.config.patience) and state.validations_without_improvement >= self.config.patience
+        release_freed_memory()  # evaluation batches are the largest allocations of a run
         decision = self.workers.broadcast((stop, state.best_valid_loss, state.best_step, state.validations_without_improvement))
         stop, state.best_valid_loss, state.best_step, state.validations_without_improvement = decision
         return stop
