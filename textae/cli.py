@@ -95,7 +95,7 @@ def train(
     corpus: Annotated[Optional[list[str]], typer.Argument(help="Text files or globs, one sentence a line (.gz ok).", show_default=False)] = None,
     out: Annotated[Path, typer.Option(help="Run folder for checkpoints, metrics, tokenizer and plots.")] = Path(_T.out),
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of options (keys as the option names).", is_eager=True, callback=_load_toml_defaults)] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint, with the options it was started with.")] = False,
     valid: Annotated[Optional[str], typer.Option(help="Validation file (default: hold out --valid-fraction of the corpus).")] = None,
     valid_fraction: Annotated[float, typer.Option(help="Share of the corpus held out for validation.")] = _T.valid_fraction,
     tokenizer: Annotated[Optional[str], typer.Option(help="Reuse this tokenizer.json instead of training one.")] = None,
