@@ -93,3 +93,15 @@ def test_a_huge_line_among_normal_ones_is_truncated_not_fatal(cli, tmp_path: Pat
     corpus.write_bytes(b"word " * 2_000_000 + b"\n" + ("\n".join(TINY_SENTENCES) + "\n").encode())
     code, _, err = cli("train", corpus, "--out", tmp_path / "run", "--max-length", "16", *FAST)
     assert code == 0, err
+
+
+def test_train_through_typers_cli_runner(tiny_corpus: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from textae.cli import app
+
+    result = CliRunner().invoke(app, ["train", str(tiny_corpus), "--out", str(tmp_path / "run"), *FAST])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "summary.json").is_file()
+    bad = CliRunner().invoke(app, ["train", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "other")])
+    assert bad.exit_code == 2 and "missing.txt: no such file" in bad.output and "Traceback" not in bad.output

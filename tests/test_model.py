@@ -64,12 +64,30 @@ def test_forward_shapes_and_targets() -> None:
 
 def test_mix_inputs_keeps_bos_and_chooses_gold_or_prediction() -> None:
     gold = torch.tensor([[1, 5, 6, 7]])
-    predictions = torch.tensor([[15, 16, 17, 2]])
-    assert mix_inputs(gold, predictions, 1.0).tolist() == [[1, 5, 6, 7]]
-    assert mix_inputs(gold, predictions, 0.0).tolist() == [[1, 15, 16, 17]]
+    guesses = torch.tensor([[15, 16, 17]])
+    predict = lambda fed: guesses.expand(fed.shape[0], -1)[fed]  # noqa: E731
+    assert mix_inputs(gold, 1.0, predict).tolist() == [[1, 5, 6, 7]]
+    assert mix_inputs(gold, 0.0, predict).tolist() == [[1, 15, 16, 17]]
     torch.manual_seed(0)
-    mixed = mix_inputs(gold.repeat(2000, 1), predictions.repeat(2000, 1), 0.7)
+    mixed = mix_inputs(gold.repeat(2000, 1), 0.7, predict)
     assert (mixed[:, 1:] == gold[:, 1:]).float().mean().item() == pytest.approx(0.7, abs=0.03)
+    assert set(mixed[:, 2].tolist()) == {6, 16}  # each position gets its own gold token or its own guess
+
+
+def test_parallel_sampling_feeds_the_predictions_of_a_teacher_forced_pass() -> None:
+    model = make_model()
+    model.train()
+    model.decoder.dropout.p = model.encoder.dropout.p = 0.0
+    input_ids, lengths = padded_batch([[5, 6, 7, 8], [8, 9, 10, 11]])
+    targets = append_eos(input_ids, lengths, model.config)
+    z = model.encode(input_ids, lengths)
+    gold = torch.cat([torch.ones_like(targets[:, :1]), targets[:, :-1]], dim=1)
+    expected = model.decoder(gold, z, model.decoder.initial_state(z))[0].argmax(-1)[:, :-1]
+    fed_inputs = []
+    original = model.decoder.forward
+    model.decoder.forward = lambda ids, *rest: (fed_inputs.append(ids), original(ids, *rest))[1]  # type: ignore[method-assign]
+    model(input_ids, lengths, targets, teacher_forcing_ratio=0.0, sampling="parallel")
+    assert torch.equal(fed_inputs[-1][:, 1:], expected) and torch.equal(fed_inputs[-1][:, 0], gold[:, 0])
 
 
 @pytest.mark.parametrize("sampling", ["parallel", "step"])

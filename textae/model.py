@@ -5,6 +5,8 @@ Only the network lives here; the loop that trains it is in `textae.train`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -111,10 +113,17 @@ class Decoder(nn.Module):
         self, input_ids: torch.Tensor, sentence_embedding: torch.Tensor, state: RecurrentState
     ) -> tuple[torch.Tensor, RecurrentState]:
         """input_ids (B, T) -> logits (B, T, V) and the state after the last step."""
+        outputs, state = self.run(input_ids, sentence_embedding, state)
+        return self.project(outputs), state
+
+    def run(
+        self, input_ids: torch.Tensor, sentence_embedding: torch.Tensor, state: RecurrentState
+    ) -> tuple[torch.Tensor, RecurrentState]:
+        """The recurrent part alone: input_ids (B, T) -> outputs (B, T, H) before the vocabulary projection."""
         embedded = self.dropout(self.embedding(input_ids))  # (B, T, E)
         latent = sentence_embedding.unsqueeze(1).expand(-1, input_ids.size(1), -1)  # (B, T, Z)
         outputs, state = self.rnn(torch.cat([embedded, latent], dim=2), state)  # (B, T, H)
-        return self.project(self.dropout(outputs)), state
+        return self.dropout(outputs), state
 
     def project(self, outputs: torch.Tensor) -> torch.Tensor:
         if self.config.tie_embeddings:
@@ -164,9 +173,13 @@ class Autoencoder(nn.Module):
             logits = self._scheduled_sampling(gold_inputs, sentence_embedding, state, teacher_forcing_ratio)
         else:
             with torch.no_grad():
-                first_pass, _ = self.decoder(gold_inputs, sentence_embedding, state)
-            predictions = first_pass.argmax(dim=-1)  # (B, T'): prediction for position t+1 made at t
-            mixed = mix_inputs(gold_inputs, predictions, teacher_forcing_ratio)
+                # outputs at step t predict input t + 1; the last input predicts nothing that is fed
+                first_pass, _ = self.decoder.run(gold_inputs[:, :-1], sentence_embedding, state)
+                # project only the positions that will be fed a prediction: the vocabulary
+                # projection is the costly part, and most positions keep their gold token
+                mixed = mix_inputs(
+                    gold_inputs, teacher_forcing_ratio, lambda fed: self.decoder.project(first_pass[fed]).argmax(-1)
+                )
             logits, _ = self.decoder(mixed, sentence_embedding, state)
         loss = F.cross_entropy(
             logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=self.config.pad_id
@@ -184,7 +197,7 @@ class Autoencoder(nn.Module):
             step_logits.append(logits)
             if step + 1 < gold_inputs.size(1):
                 gold = gold_inputs[:, step : step + 2]
-                next_input = mix_inputs(gold, logits.argmax(dim=-1), ratio)[:, 1:]
+                next_input = mix_inputs(gold, ratio, lambda fed: logits.argmax(dim=-1)[fed])[:, 1:]
         return torch.cat(step_logits, dim=1)
 
     @torch.no_grad()
@@ -218,16 +231,18 @@ class Autoencoder(nn.Module):
         return token_nll.sum(dim=1) / (lengths.clamp(min=0) + 1).to(token_nll.dtype)
 
 
-def mix_inputs(gold_inputs: torch.Tensor, predictions: torch.Tensor, ratio: float) -> torch.Tensor:
-    """The one place that decides gold token or own prediction for each decoder input.
+def mix_inputs(
+    gold_inputs: torch.Tensor, ratio: float, predict: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """The one place that decides, per decoder input, the gold token or the model's own prediction.
 
-    gold_inputs (B, T) start with <bos>; predictions[:, t] is the model's guess for position t + 1.
-    Input t + 1 is the gold token with probability ratio, else the detached prediction; <bos> stays.
+    gold_inputs (B, T) start with <bos>, which always stays. Each later input is the gold token with
+    probability ratio; predict(fed) returns the model's predictions for the inputs where the (B, T-1)
+    mask fed is True, in row-major order. Predictions are detached: no gradient through the choice.
     """
-    shifted = predictions[:, : gold_inputs.size(1) - 1].detach()  # no gradient through the choice
-    use_gold = torch.rand(shifted.shape, device=shifted.device) < ratio
-    mixed = torch.where(use_gold, gold_inputs[:, 1:], shifted)
-    return torch.cat([gold_inputs[:, :1], mixed], dim=1)
+    fed = torch.rand(gold_inputs[:, 1:].shape, device=gold_inputs.device) >= ratio
+    tail = gold_inputs[:, 1:].masked_scatter(fed, predict(fed).detach())
+    return torch.cat([gold_inputs[:, :1], tail], dim=1)
 
 
 def append_eos(input_ids: torch.Tensor, lengths: torch.Tensor, config: ModelConfig) -> torch.Tensor:
