@@ -375,11 +375,12 @@ def evaluate(model: Autoencoder, data: TokenizedCorpus, free_running_sentences: 
     The gap between the two accuracies is the exposure bias the teacher-forcing schedule fights.
     """
     config = model.config
+    device = next(model.parameters()).device
     model.eval()
     total_loss = total_tokens = correct = 0.0
     with torch.no_grad():
         for indices in sorted_batches(data.lengths, EVAL_BATCH_SIZE):
-            batch = collate(data, indices, config.pad_id, config.eos_id)
+            batch = collate(data, indices, config.pad_id, config.eos_id).to(device)
             logits, loss = model(batch.input_ids, batch.lengths, batch.targets)
             mask = batch.targets != config.pad_id
             tokens = int(mask.sum())
@@ -390,7 +391,7 @@ def evaluate(model: Autoencoder, data: TokenizedCorpus, free_running_sentences: 
         subset = np.arange(min(free_running_sentences, len(data)))
         for start in range(0, len(subset), EVAL_BATCH_SIZE):
             indices = subset[start : start + EVAL_BATCH_SIZE]
-            batch = collate(data, indices, config.pad_id, config.eos_id)
+            batch = collate(data, indices, config.pad_id, config.eos_id).to(device)
             sentence_embedding = model.encode(batch.input_ids, batch.lengths)
             predicted = model.greedy_decode(sentence_embedding, max_length=batch.targets.size(1))
             width = batch.targets.size(1)
@@ -411,14 +412,11 @@ def evaluate(model: Autoencoder, data: TokenizedCorpus, free_running_sentences: 
 
 
 def reconstruct(model: Autoencoder, tokenizer: Tokenizer, sentences: list[str]) -> list[str]:
-    """Greedy reconstructions of a few sentences with the torch model (for summaries and demos)."""
-    from textae.tokenizer import encode_batch
-
+    """Greedy reconstructions with the torch model (the runtime's TextAE.reconstruct is the production path)."""
     model.eval()
     data = tokenize_corpus(sentences, tokenizer, model.config.max_length)
     batch = collate(data, np.arange(len(data)), model.config.pad_id, model.config.eos_id)
     predicted = model.greedy_decode(model.encode(batch.input_ids, batch.lengths))
-    del encode_batch
     return decode_batch(tokenizer, [_until_eos(row.tolist(), model.config.eos_id) for row in predicted])
 
 
