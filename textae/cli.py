@@ -160,7 +160,7 @@ def demo(
     corpus: Annotated[Path, typer.Option(help="Corpus to train on (default: the shipped corpora/python-docs.txt).")] = SHIPPED_CORPUS,
     out: Annotated[Path, typer.Option(help="Run folder (reused when finished, resumed when interrupted).")] = Path("runs/python-docs"),
     export_dir: Annotated[Path, typer.Option("--export", help="Export folder.")] = Path("export/python-docs"),
-    max_steps: Annotated[int, typer.Option(help="Training steps (300 take about 4 minutes on 2 cores).")] = 300,
+    max_steps: Annotated[int, typer.Option(help="Training steps (300 take about 2 minutes on 2 cores).")] = 300,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for training and onnxruntime.")] = None,
 ) -> None:
     """The main job end to end: train on the shipped corpus, export to ONNX, embed/reconstruct/score with onnxruntime."""
