@@ -58,7 +58,11 @@ def test_resume_continues_bit_for_bit(tmp_path: Path, tiny_corpus: Path, samplin
     interrupted = _config(tmp_path, tiny_corpus, "interrupted", **overrides)
     partial = train(interrupted, model, show_progress=False, stop_at_step=5)
     assert partial["finished"] is False and not (tmp_path / "interrupted" / "summary.json").exists()
+    stores = list((tmp_path / "interrupted" / "tokens").iterdir())
+    built_at = stores[0].stat().st_mtime_ns
     train(dataclasses.replace(interrupted), resume=True, show_progress=False)
+    assert list((tmp_path / "interrupted" / "tokens").iterdir()) == stores  # the token store is reused,
+    assert stores[0].stat().st_mtime_ns == built_at  # not rebuilt
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "interrupted")
     assert all(torch.equal(a[k], b[k]) for k in a)
     strip = lambda records: [{k: v for k, v in r.items() if k != "tokens_per_second"} for r in records]  # noqa: E731
