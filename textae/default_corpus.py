@@ -37,6 +37,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Iterable, Iterator
 
+from textae.atomic import atomic_write
+
 __all__ = [
     "DEFAULT_MODULES",
     "build_default_corpus",
@@ -710,27 +712,24 @@ def iter_python_doc_sentences(
 def build_default_corpus(out_path: Path, max_sentences: int = 30000) -> int:
     """Write up to ``max_sentences`` sentences to ``out_path``, one per line.
 
-    The file is written to a sibling ``.tmp`` file and moved into place with
-    :func:`os.replace`, so a crash never leaves a half-written corpus behind
-    for training to pick up. Returns the number of sentences written.
+    The file is written atomically (textae.atomic), so a crash never leaves a
+    half-written corpus behind for training to pick up. Returns the number of sentences written.
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = out_path.with_suffix(".tmp")
     count = 0
-    try:
+
+    def write(tmp: Path) -> None:
+        nonlocal count
         # newline="\n" keeps the shipped file byte-identical across platforms.
-        with open(tmp_path, "w", encoding="utf-8", newline="\n") as fh:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
             for sentence in iter_python_doc_sentences():
                 if count >= max_sentences:
                     break
                 fh.write(sentence + "\n")
                 count += 1
-        os.replace(tmp_path, out_path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
-        raise
+
+    atomic_write(out_path, write)
     return count
 
 

@@ -41,6 +41,7 @@ from textae.checkpoint import CONFIG_FILE, SUMMARY_FILE, TOKENIZER_FILE, load_mo
 from textae.config import ModelConfig, load_json, save_json, to_dict
 from textae.corpus import iter_corpus, resolve_paths
 from textae.errors import TextaeError
+from textae.evaluate import row_cosines
 from textae.manifest import FORMAT_VERSION, GRAPH_SIGNATURES, GRAPHS, MANIFEST_FILE, file_record, graph_file_name
 from textae.model import Autoencoder
 from textae.runtime import TextAE
@@ -676,7 +677,7 @@ def _compare_precisions(folder: Path, sentences: list[str], source: str) -> dict
             vectors[name] = model.embed(sentences)
             timings.append(time.perf_counter() - start)
         seconds[name] = min(timings)
-    cosines = _cosines(vectors["fp32"], vectors["int8"])
+    cosines = row_cosines(vectors["fp32"], vectors["int8"])
     subset = sentences[:RECONSTRUCTION_SAMPLE]
     same = sum(a == b for a, b in zip(fp32.reconstruct(subset), int8.reconstruct(subset)))
     sizes = {name: sum((folder / graph_file_name(g, name)).stat().st_size for g in GRAPHS) for name in ("fp32", "int8")}
@@ -695,12 +696,6 @@ def _compare_precisions(folder: Path, sentences: list[str], source: str) -> dict
             else None
         ),
     }
-
-
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    tiny = np.finfo(np.float32).tiny
-    norms = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), tiny)
-    return (a * b).sum(axis=1) / norms
 
 
 def _sample_sentences(run_dir: Path, given: Sequence[str] | None) -> tuple[list[str], str]:

@@ -474,8 +474,6 @@ def _prepare_data(
             return
         with console.status("training the tokenizer"):
             tokenizer = train_tokenizer(iter_corpus(paths), config.vocab_size)
-        if not any(True for _ in iter_corpus(paths)):
-            raise TextaeError(f"{where}: no sentences (the corpus is empty or holds only empty lines)")
         tokenizer.save(str(tokenizer_path))
 
     _on_main_then_everywhere(workers, make_tokenizer)
