@@ -130,6 +130,8 @@ def train_textae(args: argparse.Namespace, split: dict[str, Path]) -> tuple[Path
 
     run_dir = args.work / "textae-run"
     overrides: dict[str, Any] = {"max_steps": args.steps} if args.steps else {}
+    if args.learning_rate:
+        overrides["learning_rate"] = args.learning_rate
     config = TrainConfig(
         corpus=[str(split["train"])], valid=str(split["valid"]), out=str(run_dir), epochs=args.epochs,
         batch_size=args.batch_size, num_threads=args.threads, seed=args.seed, noise=args.noise, **overrides,
@@ -137,7 +139,8 @@ def train_textae(args: argparse.Namespace, split: dict[str, Path]) -> tuple[Path
     torch.set_num_threads(args.threads)
     started = time.process_time()
     model_config = ModelConfig(
-        latent_dim=args.dim, hidden_size=args.hidden_size, embedding_dim=args.embedding_dim, pooling=args.pooling
+        latent_dim=args.dim, hidden_size=args.hidden_size, embedding_dim=args.embedding_dim, pooling=args.pooling,
+        reverse_input=args.reverse_input,
     )
     train(config, model_config, show_progress=not args.quiet)
     cpu = time.process_time() - started
@@ -306,6 +309,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pooling", default="final", help="textae sentence vector: final, mean or max")
+    parser.add_argument("--reverse-input", action=argparse.BooleanOptionalAction, default=True, help="textae encoder reads sentences back to front")
+    parser.add_argument("--learning-rate", type=float, default=None, help="textae peak learning rate (default: textae's)")
     parser.add_argument("--noise", default="", help="textae denoising input noise, e.g. delete:0.1,swap:0.1,mask:0.1")
     parser.add_argument("--work", type=Path, default=Path("runs/bench-quality"), help="split files, run and export")
     parser.add_argument("--json", type=Path, help="also write the numbers here")

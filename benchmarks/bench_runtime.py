@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench_train import matmul_flops_per_second, model_flops_per_token
+
 from textae.checkpoint import load_model_from_run
 from textae.export import export_model
 from textae.manifest import MANIFEST_FILE
@@ -85,6 +87,16 @@ def run(model: Autoencoder, fp32: TextAE, int8: TextAE, sentences: list[str], ar
             one_at_a_time = [timed(lambda s=s: embed([s], 1)) for s in sentences[: args.latency_n]]
             latency[name] = min(latency[name], statistics.median(one_at_a_time))
     rows = [(f"embed: {name}", f"{throughput[name]:,.0f} sentences/s at batch 64", f"{latency[name] * 1e3:.2f} ms at batch 1") for name in embedders]
+    # The encoder's matmul work per sentence in length-sorted batches of 64 (padding included), against
+    # this machine's float32 matmul rate: how far from the hardware each contender is, and so how
+    # much faster any fp32 engine could be at all.
+    lengths = sorted(len(ids) for ids in fp32.tokenize(sentences))
+    padded_tokens = sum(len(batch) * max(1, batch[-1]) for batch in (lengths[i : i + 64] for i in range(0, len(lengths), 64)))
+    flops_per_sentence = padded_tokens * model_flops_per_token(model.config)[0] / len(sentences)
+    peak = matmul_flops_per_second()
+    for name in ("torch eager", "ORT fp32"):
+        rate = throughput[name] * flops_per_sentence
+        rows.append((f"embed: {name}", f"encoder {rate / 1e9:.0f} GFLOP/s", f"{rate / peak:.0%} of torch.mm 2048^3 ({peak / 1e9:.0f} GFLOP/s)"))
 
     vectors = fp32.embed(sentences[: args.reconstruct_n])
     decoders: dict[str, Callable[[np.ndarray], object]] = {
@@ -104,6 +116,13 @@ def run(model: Autoencoder, fp32: TextAE, int8: TextAE, sentences: list[str], ar
     tokens = statistics.mean(min(len(ids) + 1, limit) for ids in fp32.greedy_ids(vectors))
     for name, seconds in decode_seconds.items():
         rows.append((f"reconstruct: {name}", f"{1e3 * seconds / len(vectors):.2f} ms/sentence at batch 1", f"{tokens:.1f} steps/sentence"))
+    # What one greedy step cannot go below: its weight matmuls alone, each one onnxruntime call.
+    # (Python loop time) / (this floor) bounds what any one-call graph can gain over the step loop.
+    floor = step_matmul_floor(fp32.config, args.threads)
+    step_loop_per_step = decode_seconds["ORT fp32, Python loop over decoder_step"] / len(vectors) / tokens
+    rows.append(
+        ("reconstruct: fp32 step matmuls alone", f"{floor * 1e6:.0f} us/step", f"step loop {step_loop_per_step * 1e6:.0f} us/step: at most {step_loop_per_step / floor:.1f}x to gain")
+    )
 
     a, b = fp32.embed(sentences), int8.embed(sentences)
     cosines = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
@@ -142,6 +161,37 @@ def torch_embed(model: Autoencoder, runtime: TextAE, sentences: list[str], batch
                 input_ids[i, : len(token_ids[r])] = torch.tensor(token_ids[r])
             vectors[rows] = model.encode(input_ids, lengths).numpy()
     return vectors
+
+
+def step_matmul_floor(config, threads: int) -> float:
+    """Seconds per greedy step at batch 1 spent in the step's weight matmuls (recurrent and output), timed alone."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    import onnxruntime as ort
+
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[config.cell]
+    shapes = [(config.hidden_size, gates * config.hidden_size)] * config.num_layers  # recurrent weights
+    shapes += [(config.hidden_size, gates * config.hidden_size)] * (config.num_layers - 1)  # upper layers' inputs
+    if config.tie_embeddings:
+        shapes += [(config.hidden_size, config.embedding_dim), (config.embedding_dim, config.vocab_size)]
+    else:
+        shapes += [(config.hidden_size, config.vocab_size)]
+    total = 0.0
+    for rows, cols in shapes:
+        weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((rows, cols)).astype(np.float32), "w")
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cols])], [weight],
+        )  # fmt: skip
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feed = {"x": np.ones((1, rows), dtype=np.float32)}
+        session.run(None, feed)
+        total += statistics.median(timed(lambda: session.run(None, feed)) for _ in range(200))
+    return total
 
 
 def timed(call: Callable[[], object]) -> float:

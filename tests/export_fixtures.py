@@ -23,6 +23,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lstm-bidirectional-2layers-final-untied": {"cell": "lstm", "bidirectional": True, "num_layers": 2, "tie_embeddings": False},
     # hidden narrower than embedding: the tied output projection is folded into one matrix
     "lstm-narrow-hidden-max": {"cell": "lstm", "embedding_dim": 40, "hidden_size": 12, "pooling": "max"},
+    "lstm-forward-input": {"cell": "lstm", "reverse_input": False},
 }
 
 _EXPORTS: dict[tuple[str, str | None], Path] = {}

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from textae.config import ModelConfig
+from textae.config import ModelConfig, from_dict, to_dict
 from textae.model import Autoencoder, append_eos, mix_inputs
 
 VOCAB = 50
@@ -30,6 +30,7 @@ VARIANTS = [
     {"pooling": "mean"},
     {"pooling": "max", "bidirectional": True},
     {"tie_embeddings": False},
+    {"reverse_input": False},
 ]
 
 
@@ -41,6 +42,25 @@ def test_sentence_vector_does_not_depend_on_its_batch(overrides: dict) -> None:
     others = [[4] * 12, sentence, [8, 6], [30] * 7]
     in_batch = model.encode(*padded_batch(others, width=15))  # extra padding columns too
     torch.testing.assert_close(in_batch[1], alone[0], atol=1e-6, rtol=0)
+
+
+def test_reverse_input_reads_the_sentence_back_to_front() -> None:
+    forward = make_model(reverse_input=False)
+    backward = make_model(reverse_input=True)
+    backward.load_state_dict(forward.state_dict())
+    sentence = [5, 9, 11, 7]
+    reversed_alone = backward.encode(*padded_batch([sentence]))
+    torch.testing.assert_close(reversed_alone, forward.encode(*padded_batch([sentence[::-1]])), atol=1e-6, rtol=0)
+    # padding stays after the reversed tokens, so the vector does not depend on the batch width
+    in_batch = backward.encode(*padded_batch([[4, 4], sentence], width=9))
+    torch.testing.assert_close(in_batch[1], reversed_alone[0], atol=1e-6, rtol=0)
+
+
+def test_configs_saved_before_reverse_input_existed_read_forward() -> None:
+    saved = to_dict(ModelConfig())
+    del saved["reverse_input"]
+    assert from_dict(ModelConfig, saved).reverse_input is False
+    assert ModelConfig().reverse_input is True
 
 
 def test_loss_ignores_padding() -> None:

@@ -110,6 +110,7 @@ def train(
     dropout: Annotated[float, typer.Option(help="Dropout on embeddings and between layers.")] = _M.dropout,
     tie_embeddings: Annotated[bool, typer.Option(help="Share input embedding and output projection.")] = _M.tie_embeddings,
     pooling: Annotated[str, typer.Option(help="Sentence vector: final state, or mean or max over states.")] = _M.pooling,
+    reverse_input: Annotated[bool, typer.Option(help="Encoder reads each sentence back to front, so the decoder's first words were read last.")] = _M.reverse_input,
     batch_size: Annotated[int, typer.Option(help="Sentences per step.")] = _T.batch_size,
     epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = _T.epochs,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps.")] = None,
@@ -148,6 +149,7 @@ def train(
     model_config = ModelConfig(
         cell=cell, embedding_dim=embedding_dim, hidden_size=hidden_size, latent_dim=latent_dim, num_layers=num_layers,
         bidirectional=bidirectional, dropout=dropout, tie_embeddings=tie_embeddings, pooling=pooling,
+        reverse_input=reverse_input,
     )  # fmt: skip
     if not resume and not train_config.corpus:
         raise TextaeError("no corpus given: textae train CORPUS... (or --resume --out RUN_DIR)")

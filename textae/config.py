@@ -36,6 +36,7 @@ class ModelConfig:
     dropout: float = 0.0  # dropout on embeddings and between layers (training only)
     tie_embeddings: bool = True  # reuse the input embedding as the output projection
     pooling: str = "final"  # sentence vector from the final state, or mean/max over encoder states
+    reverse_input: bool = True  # encoder reads each sentence back to front (Sutskever et al. 2014)
     max_length: int = 64  # longest sentence in tokens (longer ones are truncated)
     pad_id: int = 0  # id of <pad>
     bos_id: int = 1  # id of <bos>, the decoder's first input
@@ -139,13 +140,18 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+# Fields added after configs were first saved, with the value that rebuilds what those older runs,
+# checkpoints and exports trained: a missing field must mean "as it was", not today's default.
+SAVED_BEFORE_THE_FIELD: dict[type, dict[str, Any]] = {ModelConfig: {"reverse_input": False}}
+
+
 def from_dict(cls: type[C], data: dict[str, Any], *, where: str = "config") -> C:
     """Rebuild a config, refusing unknown keys so a typo never goes unnoticed."""
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - known)
     if unknown:
         raise TextaeError(f"{where}: unknown {cls.__name__} field(s): {', '.join(unknown)}")
-    return cls(**data)
+    return cls(**{**SAVED_BEFORE_THE_FIELD.get(cls, {}), **data})
 
 
 def save_json(path: Path, data: dict[str, Any]) -> None:

@@ -121,7 +121,8 @@ def describe_manifest(folder: Path, manifest: dict[str, Any]) -> list[tuple[str,
         ("format", f"version {manifest['format_version']}, written by textae {manifest.get('textae_version')} on {manifest.get('created')}"),
         (
             "model",
-            f"{model['cell']} x{model['num_layers']}{' bidirectional' if model['bidirectional'] else ''}, "
+            f"{model['cell']} x{model['num_layers']}{' bidirectional' if model['bidirectional'] else ''}"
+            f"{', reads back to front' if model.get('reverse_input') else ''}, "
             f"pooling {model['pooling']}, vocab {model['vocab_size']}, embedding {model['embedding_dim']}, "
             f"hidden {model['hidden_size']}, sentence vector {model['latent_dim']}, max_length {model['max_length']}, "
             f"{'tied' if model['tie_embeddings'] else 'untied'} embeddings",

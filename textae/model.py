@@ -42,6 +42,8 @@ class Encoder(nn.Module):
         """input_ids (B, T) int64, lengths (B,) int64 -> sentence_embedding (B, latent_dim)."""
         # An empty sentence reads a single <pad>: the packed RNN needs at least one step per row.
         lengths = lengths.clamp(min=1)
+        if self.config.reverse_input:
+            input_ids = reverse_within_lengths(input_ids, lengths)
         embedded = self.dropout(self.embedding(input_ids))  # (B, T, E)
         if self.config.bidirectional:
             # The backward direction must start at each sentence's own end: packing makes that exact.
@@ -55,6 +57,13 @@ class Encoder(nn.Module):
             outputs, _ = self.rnn(embedded)  # (B, T, H)
         features = pool(outputs, lengths.to(outputs.device), self.config)
         return self.to_latent(self.dropout(features))
+
+
+def reverse_within_lengths(input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row's first lengths[b] tokens and leave its padding where it is."""
+    steps = torch.arange(input_ids.size(1), device=input_ids.device).unsqueeze(0)  # (1, T)
+    index = lengths.to(input_ids.device).unsqueeze(1) - 1 - steps  # (B, T)
+    return input_ids.gather(1, torch.where(index >= 0, index, steps))
 
 
 def pool(outputs: torch.Tensor, lengths: torch.Tensor, config: ModelConfig) -> torch.Tensor:
