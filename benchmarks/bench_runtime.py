@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from bench_train import matmul_flops_per_second, model_flops_per_token
 
 from textae.checkpoint import load_model_from_run
+from textae.config import ModelConfig
 from textae.export import export_model
 from textae.manifest import MANIFEST_FILE
 from textae.model import Autoencoder
@@ -163,11 +163,10 @@ def torch_embed(model: Autoencoder, runtime: TextAE, sentences: list[str], batch
     return vectors
 
 
-def step_matmul_floor(config, threads: int) -> float:
+def step_matmul_floor(config: ModelConfig, threads: int) -> float:
     """Seconds per greedy step at batch 1 spent in the step's weight matmuls (recurrent and output), timed alone."""
-    from onnx import TensorProto, helper, numpy_helper
-
     import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
 
     gates = {"lstm": 4, "gru": 3, "rnn": 1}[config.cell]
     shapes = [(config.hidden_size, gates * config.hidden_size)] * config.num_layers  # recurrent weights
