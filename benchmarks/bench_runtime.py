@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_train import matmul_flops_per_second, model_flops_per_token
+from bench_train import GATES, matmul_flops_per_second, model_flops_per_token
 
 from textae.checkpoint import load_model_from_run
 from textae.config import ModelConfig
@@ -168,7 +168,7 @@ def step_matmul_floor(config: ModelConfig, threads: int) -> float:
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    gates = {"lstm": 4, "gru": 3, "rnn": 1}[config.cell]
+    gates = GATES[config.cell]
     shapes = [(config.hidden_size, gates * config.hidden_size)] * config.num_layers  # recurrent weights
     shapes += [(config.hidden_size, gates * config.hidden_size)] * (config.num_layers - 1)  # upper layers' inputs
     if config.tie_embeddings:

@@ -36,9 +36,12 @@ def matmul_flops_per_second(size: int = 2048, repeats: int = 10) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # weight blocks per recurrent cell
+
+
 def model_flops_per_token(config: ModelConfig) -> tuple[float, float]:
     """Forward matmul FLOPs per encoder input token and per decoder target token."""
-    gates = {"lstm": 4, "gru": 3, "rnn": 1}[config.cell]
+    gates = GATES[config.cell]
     directions = 2 if config.bidirectional else 1
     encoder = 0.0
     input_width = config.embedding_dim
