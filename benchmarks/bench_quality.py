@@ -46,7 +46,7 @@ from rich.console import Console
 from rich.table import Table
 
 from textae.corpus import iter_corpus, resolve_paths
-from textae.evaluate import (
+from textae.evaluation.evaluate import (
     embed_unique,
     evaluate_sts,
     import_optional,
@@ -55,7 +55,7 @@ from textae.evaluate import (
     reconstruct_ids,
     summarize_reconstruction,
 )
-from textae.runtime import TextAE
+from textae.runtime.model import TextAE
 from textae.tokenizer import encode_batch
 
 STS_TASKS = {"STS-B dev": "sts/stsb-dev.tsv", "SICK trial": "sts/sick-trial.tsv"}
@@ -125,8 +125,8 @@ def train_textae(args: argparse.Namespace, split: dict[str, Path]) -> tuple[Path
     import torch
 
     from textae.config import ModelConfig, TrainConfig
-    from textae.export import export_model
-    from textae.train import train
+    from textae.export.folder import export_model
+    from textae.training.loop import train
 
     run_dir = args.work / "textae-run"
     overrides: dict[str, Any] = {"max_steps": args.steps} if args.steps else {}
@@ -154,7 +154,7 @@ def reused_textae(args: argparse.Namespace) -> Path:
     folder = Path(args.textae_run)
     if (folder / "textae.json").is_file():
         return folder
-    from textae.export import export_model
+    from textae.export.folder import export_model
 
     export_dir = args.work / f"textae-export-{folder.resolve().name}"
     export_model(folder, export_dir, console=Console(file=io.StringIO()))

@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from bench_train import GATES, matmul_flops_per_second, model_flops_per_token
 
-from textae.checkpoint import load_model_from_run
+from textae.training.checkpoint import load_model_from_run
 from textae.config import ModelConfig
-from textae.export import export_model
+from textae.export.folder import export_model
 from textae.manifest import MANIFEST_FILE
-from textae.model import Autoencoder
-from textae.runtime import TextAE
-from textae.runtime_files import read_sentences
+from textae.training.model import Autoencoder
+from textae.runtime.model import TextAE
+from textae.runtime.files import read_sentences
 
 TARGETS = {  # ratio name -> minimum
     "ORT fp32 / torch eager, sentences/s at batch 64": 2.0,

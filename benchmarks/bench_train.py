@@ -22,8 +22,8 @@ from rich.table import Table
 
 from textae.config import ModelConfig, TrainConfig
 from textae.corpus import iter_corpus, resolve_paths
-from textae.data import collate, epoch_batches, tokenize_corpus
-from textae.model import Autoencoder
+from textae.training.data import collate, epoch_batches, tokenize_corpus
+from textae.training.model import Autoencoder
 from textae.tokenizer import special_token_ids, train_tokenizer
 
 
@@ -70,7 +70,7 @@ def main() -> None:
                         help="teacher-forcing ratios to time (1.0: parallel decoder; <1: step loop)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # as textae.train does
+    torch.set_flush_denormal(True)  # as textae.training.loop does
     console = Console()
 
     train_config = TrainConfig()

@@ -76,14 +76,14 @@ def random_run(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> P
     """A run folder with an untrained (randomly initialised) small model: enough for parity tests."""
     import torch
 
-    from textae.checkpoint import (
+    from textae.training.checkpoint import (
         BEST_FILE,
         CONFIG_FILE,
         TOKENIZER_FILE,
         save_checkpoint,
     )
     from textae.config import ModelConfig, TrainConfig, save_json, to_dict
-    from textae.model import Autoencoder
+    from textae.training.model import Autoencoder
     from textae.tokenizer import special_token_ids, train_tokenizer
 
     run_dir = tmp_path_factory.mktemp("random_run")
@@ -124,7 +124,7 @@ TINY_TRAIN = {
 def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
     """A run overfitted on the tiny corpus (validated on the same sentences): reconstructs them exactly."""
     from textae.config import ModelConfig, TrainConfig
-    from textae.train import train
+    from textae.training.loop import train
 
     run_dir = tmp_path_factory.mktemp("trained") / "run"
     config = TrainConfig(corpus=[str(tiny_corpus)], valid=str(tiny_corpus), out=str(run_dir), max_steps=160, epochs=1000, **TINY_TRAIN)

@@ -35,14 +35,14 @@ def make_run(
     """A run folder with an untrained model of the given config, reusing another run's tokenizer."""
     import torch
 
-    from textae.checkpoint import (
+    from textae.training.checkpoint import (
         BEST_FILE,
         CONFIG_FILE,
         TOKENIZER_FILE,
         save_checkpoint,
     )
     from textae.config import ModelConfig, TrainConfig, save_json, to_dict
-    from textae.model import Autoencoder
+    from textae.training.model import Autoencoder
     from textae.tokenizer import load_tokenizer, special_token_ids
 
     run_dir.mkdir(parents=True)
@@ -62,7 +62,7 @@ def make_run(
 
 def exported(tmp_path_factory: pytest.TempPathFactory, run_dir: Path, quantize: str | None = None) -> Path:
     """Export run_dir once per session (and per quantize option); later calls return the same folder."""
-    from textae.export import export_model
+    from textae.export.folder import export_model
 
     key = (str(run_dir), quantize)
     if key not in _EXPORTS:

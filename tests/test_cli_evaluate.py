@@ -118,7 +118,7 @@ def test_evaluation_commands_do_not_import_torch(random_export: Path, data: dict
         "from textae.cli import main\n"
         f"sys.argv = ['textae', 'evaluate', {str(random_export)!r}, '--sts', {str(data['sts'])!r}, '--json']\n"
         "try:\n    main()\nexcept SystemExit as exit_:\n    assert not exit_.code, exit_.code\n"
-        "import textae.maps, textae.search\n"
+        "import textae.evaluation.maps, textae.runtime.search\n"
         "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx') and sys.modules[m] is not None]\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

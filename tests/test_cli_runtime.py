@@ -13,7 +13,7 @@ import pytest
 from conftest import TINY_SENTENCES
 from export_fixtures import copy_export
 
-from textae.runtime import TextAE
+from textae.runtime.model import TextAE
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -158,7 +158,7 @@ def test_embed_streams_any_number_of_lines_into_a_valid_npy(tmp_path) -> None:
     """The .npy header is written first and patched with the row count: check it loads exactly."""
     import numpy as np
 
-    from textae.runtime_files import _npy_header, write_embeddings
+    from textae.runtime.files import _npy_header, write_embeddings
 
     vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
     write_embeddings(tmp_path / "v.npy", ["a", "b", "c"], vectors)

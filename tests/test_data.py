@@ -1,7 +1,7 @@
 import numpy as np
 from conftest import TINY_SENTENCES
 
-from textae.data import collate, epoch_batches, tokenize_corpus, tokenize_with_split
+from textae.training.data import collate, epoch_batches, tokenize_corpus, tokenize_with_split
 from textae.tokenizer import train_tokenizer
 
 
@@ -44,7 +44,7 @@ def test_collate_places_eos_and_padding() -> None:
 
 
 def test_noise_corrupts_inputs_but_not_targets() -> None:
-    from textae.data import TokenizedCorpus, add_noise
+    from textae.training.data import TokenizedCorpus, add_noise
 
     rng = np.random.default_rng(0)
     tokens = np.arange(10, 40, dtype=np.int32)
@@ -63,7 +63,7 @@ def test_noise_corrupts_inputs_but_not_targets() -> None:
 
 
 def test_batch_groups_pair_batches_of_similar_length_for_processes_stepping_together() -> None:
-    from textae.data import epoch_batch_groups
+    from textae.training.data import epoch_batch_groups
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 60, size=5000)

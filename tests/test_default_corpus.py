@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 from pathlib import Path
 
-from textae.default_corpus import (
+# the builder is a tool of ours, not part of the package: users never import it
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from build_default_corpus import (  # noqa: E402
     build_default_corpus,
     is_clean_sentence,
     iter_python_doc_sentences,

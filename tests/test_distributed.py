@@ -31,7 +31,7 @@ def test_two_process_training_stays_in_sync_and_exports(tiny_corpus: Path, tmp_p
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["ranks_in_sync"] is True and summary["steps"] == 12
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["training_state"]["world_size"] == 2
-    export = pytest.importorskip("textae.export")
+    export = pytest.importorskip("textae.export.folder")
     export.export_model(run_dir, tmp_path / "exported")
     assert (tmp_path / "exported" / "textae.json").is_file()
 

@@ -1,4 +1,4 @@
-"""textae.evaluate: metrics against known answers, file readers' errors, and the four evaluations."""
+"""textae.evaluation.evaluate: metrics against known answers, file readers' errors, and the four evaluations."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from conftest import TINY_SENTENCES
 from tokenizers import Tokenizer
 
 from textae.errors import TextaeError
-from textae.evaluate import (
+from textae.evaluation.evaluate import (
     auroc,
     evaluate_anomalies,
     evaluate_model,
@@ -26,7 +26,7 @@ from textae.evaluate import (
     row_cosines,
     spearman,
 )
-from textae.runtime import TextAE
+from textae.runtime.model import TextAE
 from textae.tokenizer import encode_batch, train_tokenizer
 
 

@@ -1,4 +1,4 @@
-"""textae.export: the folder it writes, parity with torch on every model variant, refusals, int8."""
+"""textae.export.folder: the folder it writes, parity with torch on every model variant, refusals, int8."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from conftest import TINY_SENTENCES
 from export_fixtures import VARIANTS, exported, make_run, run_fixture
 from rich.console import Console
 
-import textae.export
-from textae.checkpoint import load_model_from_run
+import textae.export.folder
+from textae.training.checkpoint import load_model_from_run
 from textae.errors import TextaeError
-from textae.export import export_model
+from textae.export.folder import export_model
 from textae.manifest import GRAPH_SIGNATURES, GRAPHS, MANIFEST_FILE, graph_file_name, sha256_file
-from textae.runtime import TextAE
+from textae.runtime.model import TextAE
 from textae.tokenizer import decode_batch, encode_batch
 
 # Run fixtures whose exports are checked against torch; "trained_run" is skipped if conftest lacks it.
@@ -122,8 +122,8 @@ def test_export_that_fails_a_check_writes_nothing(random_run: Path, random_expor
     out_dir = tmp_path / "model"
     export_model(random_run, out_dir, console=Console(file=io.StringIO()))
     before = (out_dir / MANIFEST_FILE).read_bytes()
-    encode = textae.export._EncoderGraph.forward
-    monkeypatch.setattr(textae.export._EncoderGraph, "forward", lambda self, *args: encode(self, *args) * 1.01)
+    encode = textae.export.folder._EncoderGraph.forward
+    monkeypatch.setattr(textae.export.folder._EncoderGraph, "forward", lambda self, *args: encode(self, *args) * 1.01)
     with pytest.raises(TextaeError, match=r"export check failed: encoder differs from torch by [0-9.e-]+ \(max abs"):
         export_model(random_run, out_dir, console=Console(file=io.StringIO()))
     assert (out_dir / MANIFEST_FILE).read_bytes() == before  # the previous export is untouched
@@ -178,7 +178,7 @@ def test_int8_export_round_trip(int8_export: Path) -> None:
 
 
 def test_int8_warns_when_vectors_drift(random_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(textae.export, "INT8_MIN_COSINE", 1.5)  # no cosine reaches it: the warning must show
+    monkeypatch.setattr(textae.export.folder, "INT8_MIN_COSINE", 1.5)  # no cosine reaches it: the warning must show
     text = io.StringIO()
     report = export_model(random_run, tmp_path / "model", quantize="int8", console=Console(file=text, width=300))
     assert "below 1.5" in report["quantization"]["warning"]

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from textae.config import ModelConfig, from_dict, to_dict
-from textae.model import Autoencoder, append_eos, mix_inputs
+from textae.training.model import Autoencoder, append_eos, mix_inputs
 
 VOCAB = 50
 

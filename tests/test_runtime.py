@@ -1,4 +1,4 @@
-"""textae.runtime: torch-free loading and inference, manifest verification, batching, threads."""
+"""textae.runtime.model: torch-free loading and inference, manifest verification, batching, threads."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from export_fixtures import copy_export
 
 from textae.errors import TextaeError
 from textae.manifest import MANIFEST_FILE
-from textae.runtime import TextAE
+from textae.runtime.model import TextAE
 
 # A Python prelude under which `import torch` and `import onnx` raise ImportError, as in a production
 # install that has neither (onnx is a training-side dependency too).
@@ -31,7 +31,7 @@ def runtime(random_export: Path) -> TextAE:
 def test_runtime_runs_where_torch_cannot_be_imported(random_export: Path, runtime: TextAE) -> None:
     script = BLOCK_TORCH + (
         "import json\n"
-        "from textae.runtime import TextAE\n"
+        "from textae.runtime.model import TextAE\n"
         "model = TextAE.load(sys.argv[1], num_threads=1, precision='fp32')\n"
         "sentences = json.loads(sys.argv[2])\n"
         "vectors = model.embed(sentences)\n"

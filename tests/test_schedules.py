@@ -1,6 +1,6 @@
 import pytest
 
-from textae.schedules import learning_rate_factor, teacher_forcing_ratio
+from textae.training.schedules import learning_rate_factor, teacher_forcing_ratio
 
 
 @pytest.mark.parametrize("schedule", ["linear", "exponential", "inverse_sigmoid"])

@@ -1,4 +1,4 @@
-"""textae.search: exact cosine top-k, the index file round trip, and its refusal of other models."""
+"""textae.runtime.search: exact cosine top-k, the index file round trip, and its refusal of other models."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from conftest import TINY_SENTENCES
 
 from textae.errors import TextaeError
-from textae.runtime import TextAE
-from textae.search import VectorIndex, open_corpus, similar_sentences, top_k_cosine, unit_rows
+from textae.runtime.model import TextAE
+from textae.runtime.search import VectorIndex, open_corpus, similar_sentences, top_k_cosine, unit_rows
 
 
 @pytest.fixture
@@ -34,9 +34,9 @@ def test_top_k_cosine_orders_by_similarity_then_row() -> None:
 
 
 def test_top_k_matches_full_sort_across_query_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
-    import textae.search
+    import textae.runtime.search
 
-    monkeypatch.setattr(textae.search, "SCORE_BLOCK", 500)  # forces many blocks of queries
+    monkeypatch.setattr(textae.runtime.search, "SCORE_BLOCK", 500)  # forces many blocks of queries
     rng = np.random.default_rng(0)
     corpus, queries = unit_rows(rng.normal(size=(200, 8))), unit_rows(rng.normal(size=(7, 8)))
     indices, scores = top_k_cosine(corpus, queries, k=5)

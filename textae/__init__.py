@@ -16,7 +16,7 @@ __all__ = ["ModelConfig", "TextAE", "TextaeError", "TrainConfig", "__version__"]
 
 def __getattr__(name: str) -> Any:
     if name == "TextAE":
-        from textae.runtime import TextAE
+        from textae.runtime.model import TextAE
 
         return TextAE
     raise AttributeError(f"module 'textae' has no attribute {name!r}")

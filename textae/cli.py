@@ -135,7 +135,7 @@ def train(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Train a tokenizer and a recurrent sentence autoencoder on CORPUS; write a run folder to --out."""
-    from textae.train import train as run_training
+    from textae.training.loop import train as run_training
 
     train_config = TrainConfig(
         corpus=list(corpus or []), out=str(out), valid=valid, valid_fraction=valid_fraction, tokenizer=tokenizer,
@@ -187,7 +187,7 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
 ) -> None:
     """Export a trained run to a self-contained ONNX folder that runs without torch."""
-    from textae.export import default_export_dir, export_model
+    from textae.export.folder import default_export_dir, export_model
 
     export_model(run_dir, out or default_export_dir(run_dir), quantize=quantize, opset=opset)
 
@@ -204,8 +204,8 @@ def embed(
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
 ) -> None:
     """Write one sentence vector per non-empty input line."""
-    from textae.runtime import TextAE
-    from textae.runtime_files import check_embedding_output, embed_file
+    from textae.runtime.model import TextAE
+    from textae.runtime.files import check_embedding_output, embed_file
 
     check_embedding_output(out)
     count = embed_file(TextAE.load(model, threads, precision), source, out, batch_size=batch_size, normalize=normalize)
@@ -222,8 +222,8 @@ def reconstruct(
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
 ) -> None:
     """Print what the model reconstructs from each sentence's vector, one line per sentence."""
-    from textae.runtime import TextAE
-    from textae.runtime_files import read_sentences
+    from textae.runtime.model import TextAE
+    from textae.runtime.files import read_sentences
 
     if bool(text) == (file is not None):
         raise TextaeError("give the sentences as arguments or with --file, not both")
@@ -246,8 +246,8 @@ def score(
 
     The index counts non-empty lines from 1. Higher scores are sentences the model reconstructs worse.
     """
-    from textae.runtime import TextAE
-    from textae.runtime_files import check_flag_options, flag_anomalies, read_sentences
+    from textae.runtime.model import TextAE
+    from textae.runtime.files import check_flag_options, flag_anomalies, read_sentences
 
     check_flag_options(top, threshold)
     sentences = read_sentences(source)
@@ -294,8 +294,8 @@ def evaluate(
 
     from rich.console import Console
 
-    from textae.evaluate import evaluate_model, print_report
-    from textae.runtime import TextAE
+    from textae.evaluation.evaluate import evaluate_model, print_report
+    from textae.runtime.model import TextAE
 
     report = evaluate_model(
         TextAE.load(model, threads, precision), text=text, sts=sts, probe=probe, probe_test=probe_test, anomalies=anomalies
@@ -317,8 +317,8 @@ def similar(
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
 ) -> None:
     """Print each query's K most similar corpus sentences: rank, cosine similarity and sentence, tab-separated."""
-    from textae.runtime import TextAE
-    from textae.search import similar_sentences
+    from textae.runtime.model import TextAE
+    from textae.runtime.search import similar_sentences
 
     results = similar_sentences(TextAE.load(model, threads, precision), corpus, queries, top)
     for number, (query, neighbours) in enumerate(zip(queries, results)):
@@ -340,8 +340,8 @@ def index(
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
 ) -> None:
     """Embed FILE once into a reusable index: unit vectors, sentences, model fingerprint and file sha256."""
-    from textae.runtime import TextAE
-    from textae.search import VectorIndex, check_index_output
+    from textae.runtime.model import TextAE
+    from textae.runtime.search import VectorIndex, check_index_output
 
     check_index_output(out)
     built = VectorIndex.build(TextAE.load(model, threads, precision), Path(source), batch_size=batch_size)
@@ -362,8 +362,8 @@ def map_sentences(
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
 ) -> None:
     """Draw the sentence vectors of FILE in 2-D as a PNG, with title, axes and legend."""
-    from textae.maps import check_map_options, plot_map
-    from textae.runtime import TextAE
+    from textae.evaluation.maps import check_map_options, plot_map
+    from textae.runtime.model import TextAE
 
     check_map_options(out, method, max_points)
     summary = plot_map(TextAE.load(model, threads, precision), source, out, labelled=labels, method=method, max_points=max_points)

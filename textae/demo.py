@@ -40,9 +40,9 @@ def run_demo(
     console: Console | None = None,
 ) -> dict[str, object]:
     """Train (or reuse/resume the run in run_dir), export to export_dir, then use the torch-free runtime."""
-    from textae.export import export_model
-    from textae.runtime import TextAE
-    from textae.train import train
+    from textae.export.folder import export_model
+    from textae.runtime.model import TextAE
+    from textae.training.loop import train
 
     console = console or Console()
     if (run_dir / "summary.json").is_file():

@@ -28,8 +28,8 @@ import numpy as np
 from textae.atomic import atomic_write
 from textae.errors import TextaeError
 from textae.manifest import MANIFEST_FILE, sha256_file
-from textae.runtime import TextAE
-from textae.runtime_files import read_sentences
+from textae.runtime.model import TextAE
+from textae.runtime.files import read_sentences
 
 INDEX_FORMAT = 1  # bump when a reader of the previous version could misread an index file
 INDEX_SUFFIX = ".npz"

@@ -37,14 +37,14 @@ from rich.table import Table
 from torch import Tensor, nn
 
 from textae import __version__
-from textae.checkpoint import CONFIG_FILE, SUMMARY_FILE, TOKENIZER_FILE, load_model_from_run
+from textae.training.checkpoint import CONFIG_FILE, SUMMARY_FILE, TOKENIZER_FILE, load_model_from_run
 from textae.config import ModelConfig, load_json, save_json, to_dict
 from textae.corpus import iter_corpus, resolve_paths
 from textae.errors import TextaeError
-from textae.evaluate import row_cosines
+from textae.evaluation.evaluate import row_cosines
 from textae.manifest import FORMAT_VERSION, GRAPH_SIGNATURES, GRAPHS, MANIFEST_FILE, file_record, graph_file_name
-from textae.model import Autoencoder
-from textae.runtime import TextAE
+from textae.training.model import Autoencoder
+from textae.runtime.model import TextAE
 from textae.tokenizer import load_tokenizer, special_token_ids
 
 TensorSpec = tuple[str, list[str | int]]  # (dtype, shape): a str dimension is a dynamic axis

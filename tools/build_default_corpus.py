@@ -14,7 +14,7 @@ this order:
 All of it ships with every Python install, so the corpus can be rebuilt fully
 offline::
 
-    python -m textae.default_corpus corpora/python-docs.txt
+    python tools/build_default_corpus.py corpora/python-docs.txt
 
 This module deliberately uses only the standard library (no torch/numpy), so
 rebuilding the corpus never depends on the training stack.
@@ -736,7 +736,7 @@ def build_default_corpus(out_path: Path, max_sentences: int = 30000) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or len(args) > 2 or args[0] in {"-h", "--help"}:
-        print("usage: python -m textae.default_corpus OUT_PATH [MAX_SENTENCES]", file=sys.stderr)
+        print("usage: python tools/build_default_corpus.py OUT_PATH [MAX_SENTENCES]", file=sys.stderr)
         return 2
     max_sentences = int(args[1]) if len(args) == 2 else 30000
     out_path = Path(args[0])

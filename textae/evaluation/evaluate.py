@@ -34,8 +34,8 @@ from rich.table import Table
 
 from textae.corpus import check_readable_file, iter_numbered_lines
 from textae.errors import TextaeError
-from textae.runtime import TextAE
-from textae.runtime_files import read_sentences
+from textae.runtime.model import TextAE
+from textae.runtime.files import read_sentences
 from textae.tokenizer import decode_batch, encode_batch
 
 EVAL_EXTRA_HINT = 'pip install "textae[eval]"'

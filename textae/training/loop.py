@@ -22,9 +22,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from tokenizers import Tokenizer
 
-from textae import distributed
+from textae.training import distributed
 from textae.atomic import atomic_write_text
-from textae.checkpoint import (
+from textae.training.checkpoint import (
     BEST_FILE,
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -38,7 +38,7 @@ from textae.checkpoint import (
 )
 from textae.config import ModelConfig, TrainConfig, from_dict, load_json, parse_noise, save_json, to_dict
 from textae.corpus import iter_corpus, resolve_paths
-from textae.data import (
+from textae.training.data import (
     TokenizedCorpus,
     build_token_store,
     collate,
@@ -49,8 +49,8 @@ from textae.data import (
     tokenize_corpus,
 )
 from textae.errors import TextaeError
-from textae.model import Autoencoder, count_parameters
-from textae.schedules import learning_rate_factor, teacher_forcing_ratio
+from textae.training.model import Autoencoder, count_parameters
+from textae.training.schedules import learning_rate_factor, teacher_forcing_ratio
 from textae.tokenizer import decode_batch, load_tokenizer, special_token_ids, train_tokenizer
 
 EVAL_BATCH_SIZE = 128
@@ -604,7 +604,7 @@ def _finish(
     best = next((r for r in valid if r["step"] == state.best_step), valid[-1] if valid else {})
     plot_path = run_dir / LOSS_PLOT_FILE
     try:
-        from textae.plots import plot_losses
+        from textae.training.plots import plot_losses
 
         plot_losses(records, plot_path)
     except ImportError:

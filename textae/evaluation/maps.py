@@ -15,8 +15,8 @@ import numpy as np
 
 from textae.atomic import atomic_write
 from textae.errors import TextaeError
-from textae.evaluate import import_optional, read_labelled_file, read_text_file
-from textae.runtime import TextAE
+from textae.evaluation.evaluate import import_optional, read_labelled_file, read_text_file
+from textae.runtime.model import TextAE
 
 METHODS = ("pca", "tsne")
 MAX_POINTS = 20_000  # more points add ink, not information, and t-SNE time grows fast

@@ -19,7 +19,7 @@ from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedC
 from textae.atomic import atomic_write
 from textae.corpus import check_readable_file, chunked, iter_file_lines
 from textae.errors import TextaeError
-from textae.runtime import TextAE
+from textae.runtime.model import TextAE
 
 EMBEDDING_FORMATS = (".npy", ".jsonl")
 CHUNK_SENTENCES = 1024  # embed this many at a time so the bar moves; results do not depend on it

@@ -23,7 +23,7 @@ import torch
 from textae.atomic import atomic_write_bytes
 from textae.config import ModelConfig, from_dict
 from textae.errors import TextaeError
-from textae.model import Autoencoder
+from textae.training.model import Autoencoder
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"

@@ -1,6 +1,6 @@
 """The recurrent sentence autoencoder: embedding + RNN encoder -> sentence vector -> RNN decoder -> softmax.
 
-Only the network lives here; the loop that trains it is in `textae.train`.
+Only the network lives here; the loop that trains it is in `textae.training.loop`.
 """
 
 from __future__ import annotations

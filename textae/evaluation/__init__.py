@@ -1,0 +1,1 @@
+"""Judging a model (torch-free): reconstruction, STS, probes, anomaly AUROC, and maps of the vectors."""
