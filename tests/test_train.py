@@ -48,11 +48,11 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
 
 
-@pytest.mark.parametrize("sampling", ["parallel", "step"])
-def test_resume_continues_bit_for_bit(tmp_path: Path, tiny_corpus: Path, sampling: str) -> None:
+@pytest.mark.parametrize(("sampling", "precision"), [("parallel", "fp32"), ("step", "fp32"), ("parallel", "bf16")])
+def test_resume_continues_bit_for_bit(tmp_path: Path, tiny_corpus: Path, sampling: str, precision: str) -> None:
     # dropout, scheduled sampling and input noise all draw random numbers: resume must reproduce them
     model = ModelConfig(**TINY_MODEL, dropout=0.1)
-    overrides = {"teacher_forcing_end": 0.5, "scheduled_sampling": sampling, "noise": "delete:0.1,swap:0.1,mask:0.1"}
+    overrides = {"teacher_forcing_end": 0.5, "scheduled_sampling": sampling, "noise": "delete:0.1,swap:0.1,mask:0.1", "precision": precision}
     straight = _config(tmp_path, tiny_corpus, "straight", **overrides)
     train(straight, model, show_progress=False)
     interrupted = _config(tmp_path, tiny_corpus, "interrupted", **overrides)
@@ -65,6 +65,7 @@ def test_resume_continues_bit_for_bit(tmp_path: Path, tiny_corpus: Path, samplin
     assert stores[0].stat().st_mtime_ns == built_at  # not rebuilt
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "interrupted")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(tensor.dtype == torch.float32 for tensor in a.values())  # checkpoints hold the fp32 masters
     strip = lambda records: [{k: v for k, v in r.items() if k != "tokens_per_second"} for r in records]  # noqa: E731
     assert strip(read_metrics(tmp_path / "straight")) == strip(read_metrics(tmp_path / "interrupted"))
 
@@ -92,3 +93,26 @@ def test_reuses_a_given_tokenizer(tmp_path: Path, tiny_corpus: Path, trained_run
     config = _config(tmp_path, tiny_corpus, "reuse", max_steps=1, tokenizer=str(trained_run / "tokenizer.json"))
     train(config, ModelConfig(**TINY_MODEL), show_progress=False)
     assert (tmp_path / "reuse" / "tokenizer.json").read_bytes() == (trained_run / "tokenizer.json").read_bytes()
+
+
+def test_bf16_training_follows_fp32(tmp_path: Path, tiny_corpus: Path) -> None:
+    """bf16 compute with fp32 master weights: same run, nearly the same losses; the run records bf16."""
+    model = ModelConfig(**TINY_MODEL)
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        train(_config(tmp_path, tiny_corpus, precision, precision=precision, max_steps=30, eval_every=30), model, show_progress=False)
+        valid = [r for r in read_metrics(tmp_path / precision) if r["type"] == "valid"]
+        losses[precision] = valid[-1]["loss"]
+        saved = json.loads((tmp_path / precision / "config.json").read_text())["train"]
+        assert saved["precision"] == precision
+    first = [r["loss"] for r in read_metrics(tmp_path / "fp32") if r["type"] == "train"][0]
+    assert losses["fp32"] < 0.95 * first  # it learned something in 30 steps
+    assert abs(losses["bf16"] - losses["fp32"]) < 0.05 * losses["fp32"]
+
+
+def test_auto_precision_is_resolved_and_saved(tmp_path: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import textae.training.precision as precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    train(_config(tmp_path, tiny_corpus, "auto", precision="auto", max_steps=1), ModelConfig(**TINY_MODEL), show_progress=False)
+    assert json.loads((tmp_path / "auto" / "config.json").read_text())["train"]["precision"] == "fp32"

@@ -132,6 +132,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for data order, initialisation, dropout and sampling.")] = _T.seed,
     threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads (default: torch's choice).")] = None,
     device: Annotated[str, typer.Option(help="auto (a CUDA GPU when torch sees one), cpu or cuda.")] = _T.device,
+    precision: Annotated[str, typer.Option(help="Training arithmetic: fp32, bf16 (fp32 master weights), or auto: bf16 on CPUs with AMX-BF16 and bf16 GPUs, else fp32.")] = _T.precision,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Train a tokenizer and a recurrent sentence autoencoder on CORPUS; write a run folder to --out."""
@@ -145,6 +146,7 @@ def train(
         teacher_forcing_start=teacher_forcing_start, teacher_forcing_end=teacher_forcing_end,
         teacher_forcing_decay_steps=teacher_forcing_decay_steps, scheduled_sampling=scheduled_sampling, noise=noise, eval_every=eval_every, patience=patience,
         checkpoint_every=checkpoint_every, log_every=log_every, seed=seed, num_threads=threads, device=device,
+        precision=precision,
     )  # fmt: skip
     model_config = ModelConfig(
         cell=cell, embedding_dim=embedding_dim, hidden_size=hidden_size, latent_dim=latent_dim, num_layers=num_layers,

@@ -18,6 +18,7 @@ POOLINGS = ("final", "mean", "max")
 TEACHER_FORCING_SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid")
 LR_SCHEDULES = ("cosine", "constant")
 SCHEDULED_SAMPLING_MODES = ("parallel", "step")
+TRAINING_PRECISIONS = ("auto", "fp32", "bf16")
 
 C = TypeVar("C")
 
@@ -87,12 +88,14 @@ class TrainConfig:
     seed: int = 0  # seeds data order, initialisation, dropout and sampling
     num_threads: int | None = None  # torch intra-op threads (default: torch's choice)
     device: str = "auto"  # auto (cuda when available), cpu or cuda
+    precision: str = "auto"  # training arithmetic: fp32, bf16 (fp32 master weights), or auto: bf16 where matmuls are native bf16
     log_every: int = 20  # steps between metrics.jsonl training records
 
     def validate(self) -> None:
         _check_choice("teacher_forcing_schedule", self.teacher_forcing_schedule, TEACHER_FORCING_SCHEDULES)
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("scheduled_sampling", self.scheduled_sampling, SCHEDULED_SAMPLING_MODES)
+        _check_choice("precision", self.precision, TRAINING_PRECISIONS)
         for name in ("vocab_size", "max_length", "batch_size", "epochs", "eval_every", "checkpoint_every", "log_every"):
             _check_positive(name, getattr(self, name))
         for name in ("max_steps", "teacher_forcing_decay_steps", "num_threads"):
@@ -142,7 +145,10 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 # Fields added after configs were first saved, with the value that rebuilds what those older runs,
 # checkpoints and exports trained: a missing field must mean "as it was", not today's default.
-SAVED_BEFORE_THE_FIELD: dict[type, dict[str, Any]] = {ModelConfig: {"reverse_input": False}}
+SAVED_BEFORE_THE_FIELD: dict[type, dict[str, Any]] = {
+    ModelConfig: {"reverse_input": False},
+    TrainConfig: {"precision": "fp32"},  # runs before bf16 trained in float32, and resume must too
+}
 
 
 def from_dict(cls: type[C], data: dict[str, Any], *, where: str = "config") -> C:

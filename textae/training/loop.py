@@ -50,6 +50,7 @@ from textae.training.data import (
 )
 from textae.errors import TextaeError
 from textae.training.model import Autoencoder, count_parameters
+from textae.training.precision import MasterWeights, native_bf16, resolve_precision
 from textae.training.schedules import learning_rate_factor, teacher_forcing_ratio
 from textae.tokenizer import decode_batch, load_tokenizer, special_token_ids, train_tokenizer
 
@@ -151,13 +152,16 @@ class _Trainer:
             **special_token_ids(self.tokenizer),
         )  # fmt: skip
         self.model_config.validate()
+        # "auto" is decided once, here, and saved: a resumed run keeps the arithmetic it started with
+        self.config = train_config = replace(train_config, precision=resolve_precision(train_config.precision, workers.device))
         if not resume and workers.is_main:
             save_json(run_dir / CONFIG_FILE, {"model": to_dict(self.model_config), "train": to_dict(train_config)})
 
         torch.manual_seed(train_config.seed)  # the same initial weights on every rank
         self.model = Autoencoder(self.model_config).to(workers.device)
-        self.forward: torch.nn.Module = self.model
-        if workers.distributed:
+        self.weights = MasterWeights(self.model, train_config.precision)
+        self.forward: torch.nn.Module = self.weights.compute
+        if workers.distributed and not self.weights.mixed:  # bf16 all-reduces its fp32 gradients itself
             device_ids = [workers.local_rank] if workers.device.type == "cuda" else None
             self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
         self.optimizer = torch.optim.AdamW(
@@ -190,8 +194,8 @@ class _Trainer:
         self.metrics = _MetricsLog(run_dir / METRICS_FILE, keep_through_step=self.state.step if resume else None)
         self.progress = _make_progress(console, show_progress)
         self.last_validated_step = -1
-        # bf16 autocast pays off on GPUs; CPU training stays in float32
-        self.autocast = workers.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        if train_config.precision == "bf16" and not native_bf16(workers.device):
+            console.print(f"note: {workers.device} has no native bf16 matmul; bf16 is emulated and slower than fp32")
 
     def _my_batches(self, epoch: int) -> list[np.ndarray]:
         """This rank's shard of the epoch: its member of every full group, the same count on every rank.
@@ -276,15 +280,16 @@ class _Trainer:
         rng = np.random.default_rng([self.config.seed, self.state.step, self.workers.rank])
         batch = collate(self.train_data, indices, cfg.pad_id, cfg.eos_id, self.noise, cfg.unk_id, rng)
         batch = batch.to(self.workers.device)
-        with torch.autocast(device_type=self.workers.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            _, loss = self.forward(
-                batch.input_ids, batch.lengths, batch.targets,
-                teacher_forcing_ratio=ratio, sampling=self.config.scheduled_sampling,
-            )  # fmt: skip
+        self.weights.refresh()  # bf16: round the master weights into the compute copy
+        _, loss = self.forward(
+            batch.input_ids, batch.lengths, batch.targets,
+            teacher_forcing_ratio=ratio, sampling=self.config.scheduled_sampling, return_logits=False,
+        )  # fmt: skip
         if not torch.isfinite(loss):
             raise TextaeError(f"loss became {loss.item()} at step {self.state.step}; lower --learning-rate")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.weights.gradients_to_master(self.workers.world_size)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
