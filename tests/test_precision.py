@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-import textae.training.precision as precision
 from textae.config import ModelConfig, TrainConfig, from_dict
 from textae.errors import TextaeError
+from textae.training import precision
 from textae.training.model import Autoencoder, Float32CrossEntropy
 from textae.training.precision import MasterWeights, native_bf16, resolve_precision
 

@@ -1,0 +1,214 @@
+"""The int8 encoder with one activation scale per row: fast like dynamic quantization, batch-invariant like fp32.
+
+Dynamic quantization (onnxruntime's DynamicQuantizeLSTM) scales each activation matrix by its
+largest value over the whole batch, so a sentence's vector depends on its batch-mates. Here every
+matrix product quantizes each row (a token, or a sentence's state) by that row's own largest value,
+and each weight column by its own: row r of x @ W is
+
+    round(x[r] / s[r]) @ round(W / t) * s[r] * t      s[r] = max|x[r]| / 127, t[j] = max|W[:, j]| / 127
+
+which reads nothing from any other row. The recurrence is written out as an ONNX Loop whose body
+is the traced cell (as the greedy decoder's is), so that its matrix products can be integer ones.
+
+The torch modules below compute the quantized products in float32 on integer-valued operands:
+with |q| <= 127 and at most 1024 terms every partial sum is an integer below 2^24, so float32 adds
+them exactly. `integer_matmuls` then turns each such MatMul into MatMulInteger on int8 tensors,
+the same numbers from the CPU's int8 engine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import Tensor, nn
+
+from textae.export.graphs import FoldedLayer, GraphShapes, _frozen, trace_to_onnx
+from textae.export.loop import _prefix_names, _scalar
+from textae.training.model import Autoencoder, pool, reverse_within_lengths
+
+LEVELS = 127.0  # symmetric int8: -127..127
+EXACT_TERMS = 1024  # longest dot product whose int8 x int8 partial sums float32 holds exactly
+
+
+def supports_row_quantization(model: Autoencoder) -> bool:
+    """A forward encoder of hidden width <= EXACT_TERMS; a bidirectional one needs packing (static int8)."""
+    config = model.config
+    widths = [config.embedding_dim, config.hidden_size]
+    return not config.bidirectional and max(widths) <= EXACT_TERMS
+
+
+class RowQuantAffine(nn.Module):
+    """x @ weight + bias with per-row int8 activations and per-column int8 weights (see module doc)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor) -> None:
+        super().__init__()
+        exact = weight.detach().double()  # (in, out)
+        scale = (exact.abs().amax(0) / LEVELS).clamp(min=1e-30)  # (out,)
+        self.weight_q = _frozen(torch.round(exact / scale))  # integers in [-127, 127]
+        self.weight_scale = _frozen(scale)
+        self.bias = _frozen(bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        row_scale = x.abs().amax(-1, keepdim=True).clamp(min=1e-30) / LEVELS  # (..., 1)
+        q = torch.round(x / row_scale)
+        # the per-column scale first: onnxruntime fuses MatMulInteger -> Cast -> Mul into one
+        # MatMulIntegerToFloat, which reads that Mul as a per-tensor or per-column scale; a
+        # (B, 1) x (N,) product there was silently misread (errors of 0.06)
+        return torch.matmul(q, self.weight_q) * self.weight_scale * row_scale + self.bias
+
+
+class _Prologue(nn.Module):
+    """input_ids (B, T), lengths (B,) -> first-layer input gates (T, B, G*H) and zero states (N, B, H)."""
+
+    def __init__(self, model: Autoencoder) -> None:
+        super().__init__()
+        self.config = model.config
+        self.embedding = model.embedding
+        rnn = model.encoder.rnn
+        self.input_projection = RowQuantAffine(rnn.weight_ih_l0.t(), rnn.bias_ih_l0)
+
+    def forward(self, input_ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        lengths = lengths.clamp(min=1)
+        if self.config.reverse_input:
+            input_ids = reverse_within_lengths(input_ids, lengths)
+        gates = self.input_projection(self.embedding(input_ids)).transpose(0, 1)  # (T, B, G*H)
+        zeros = torch.zeros_like(gates[0, :, : self.config.hidden_size])  # (B, H)
+        return gates, torch.stack([zeros] * self.config.num_layers)
+
+
+class _Step(nn.Module):
+    """One encoder step over all layers: the body of the Loop."""
+
+    def __init__(self, model: Autoencoder) -> None:
+        super().__init__()
+        rnn, cell = model.encoder.rnn, model.config.cell
+        self.layers = nn.ModuleList(FoldedLayer(rnn, cell, layer, RowQuantAffine) for layer in range(model.config.num_layers))
+
+    def forward(self, gates_t: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x = gates_t
+        hidden, cell = [], []
+        for index, layer in enumerate(self.layers):
+            x, c_next = layer(x, h[index], c[index])
+            hidden.append(x)
+            cell.append(c_next)
+        return torch.stack(hidden), torch.stack(cell), x
+
+
+class _Epilogue(nn.Module):
+    """The top layer's states (T, B, H) -> sentence_embedding (B, Z), pooled as model.encode pools."""
+
+    def __init__(self, model: Autoencoder) -> None:
+        super().__init__()
+        self.config = model.config
+        self.to_latent = RowQuantAffine(model.encoder.to_latent.weight.t(), model.encoder.to_latent.bias)
+
+    def forward(self, outputs: Tensor, lengths: Tensor) -> Tensor:
+        features = pool(outputs.transpose(0, 1), lengths.clamp(min=1), self.config)  # (B, H)
+        return self.to_latent(features)
+
+
+def row_quantized_encoder(model: Autoencoder, shapes: GraphShapes, opset: int) -> onnx.ModelProto:
+    """The encoder graph (input_ids, lengths -> sentence_embedding) with per-row int8 products."""
+    config = model.config
+    hidden, gate_width = config.hidden_size, model.encoder.rnn.weight_ih_l0.size(0)
+    input_ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 0, 0, 0], [9, 8, 7, 0, 0]]) % config.vocab_size
+    lengths = torch.tensor([5, 2, 3])
+    prologue_module, step_module, epilogue_module = _Prologue(model), _Step(model), _Epilogue(model)
+    with torch.no_grad():
+        gates, state = prologue_module(input_ids, lengths)
+        _, _, top = step_module(gates[0], state, state)
+    state_type = ("float32", [config.num_layers, "batch", hidden])
+    signature = shapes["encoder"]
+    prologue = trace_to_onnx(
+        prologue_module, (input_ids, lengths), "int8 encoder prologue",
+        {**signature, "x_gates": ("float32", ["sequence", "batch", gate_width]), "h0": state_type},
+        (("input_ids", "lengths"), ("x_gates", "h0")), opset,
+    )  # fmt: skip
+    step = trace_to_onnx(
+        step_module, (gates[0], state, state), "int8 encoder step",
+        {"gates_t": ("float32", ["batch", gate_width]), "h": state_type, "c": state_type,
+         "next_h": state_type, "next_c": state_type, "top_h": ("float32", ["batch", hidden])},
+        (("gates_t", "h", "c"), ("next_h", "next_c", "top_h")), opset,
+    )  # fmt: skip
+    epilogue = trace_to_onnx(
+        epilogue_module, (torch.stack([top] * 5), lengths), "int8 encoder epilogue",
+        {"outputs": ("float32", ["sequence", "batch", hidden]), "lengths": signature["lengths"],
+         "sentence_embedding": signature["sentence_embedding"]},
+        (("outputs", "lengths"), ("sentence_embedding",)), opset,
+    )  # fmt: skip
+    _prefix_names(prologue.graph, "head/", keep={"input_ids", "lengths", "x_gates", "h0"})
+    _prefix_names(epilogue.graph, "tail/", keep={"outputs", "lengths", "sentence_embedding"})
+    body = step.graph
+    _prefix_names(body, "step/", keep={"gates_t", "h", "c", "next_h", "next_c", "top_h"})
+    body.node.insert(0, helper.make_node("Gather", ["x_gates", "step"], ["gates_t"], axis=0))
+    body.node.append(helper.make_node("Identity", ["go_on_in"], ["go_on"]))
+    state_dims = state_type[1]
+    del body.input[:], body.output[:], body.value_info[:]
+    body.input.extend(
+        [
+            helper.make_tensor_value_info("step", TensorProto.INT64, []),
+            helper.make_tensor_value_info("go_on_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, state_dims),
+            helper.make_tensor_value_info("c", TensorProto.FLOAT, state_dims),
+        ]
+    )
+    body.output.extend(
+        [
+            helper.make_tensor_value_info("go_on", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("next_h", TensorProto.FLOAT, state_dims),
+            helper.make_tensor_value_info("next_c", TensorProto.FLOAT, state_dims),
+            helper.make_tensor_value_info("top_h", TensorProto.FLOAT, ["batch", hidden]),
+        ]
+    )
+    body.name = "encoder_step"
+    loop_nodes = [
+        helper.make_node("Shape", ["input_ids"], ["steps_1d"], start=1, end=2),
+        helper.make_node("Squeeze", ["steps_1d", "axis_0"], ["steps"]),
+        helper.make_node("Loop", ["steps", "true", "h0", "h0"], ["last_h", "last_c", "outputs"], body=body),
+    ]
+    graph = helper.make_graph(
+        list(prologue.graph.node) + loop_nodes + list(epilogue.graph.node),
+        "encoder",
+        list(prologue.graph.input),
+        list(epilogue.graph.output),
+        list(prologue.graph.initializer) + list(epilogue.graph.initializer)
+        + [_scalar("true", True), numpy_helper.from_array(np.array([0], dtype=np.int64), "axis_0")],
+    )  # fmt: skip
+    model_proto = helper.make_model(graph, opset_imports=step.opset_import, ir_version=step.ir_version, producer_name="textae")
+    return integer_matmuls(model_proto)
+
+
+def integer_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Every MatMul whose weight is an integer-valued initializer in [-127, 127] becomes
+    Cast(int8) -> MatMulInteger -> Cast(float), its weight stored as int8; subgraphs included."""
+    _rewrite(model.graph)
+    return model
+
+
+def _rewrite(graph: onnx.GraphProto) -> None:
+    initializers = {init.name: init for init in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                _rewrite(attribute.g)
+        weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
+        values = numpy_helper.to_array(weight) if weight is not None else None
+        if values is None or values.dtype != np.float32 or not _is_int8_valued(values):
+            nodes.append(node)
+            continue
+        weight.CopyFrom(numpy_helper.from_array(values.astype(np.int8), weight.name))
+        activation, output = node.input[0], node.output[0]
+        nodes += [
+            helper.make_node("Cast", [activation], [f"{output}/int8"], to=TensorProto.INT8),
+            helper.make_node("MatMulInteger", [f"{output}/int8", weight.name], [f"{output}/int32"]),
+            helper.make_node("Cast", [f"{output}/int32"], [output], to=TensorProto.FLOAT),
+        ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _is_int8_valued(values: np.ndarray) -> bool:
+    return values.ndim == 2 and bool(np.all(np.abs(values) <= LEVELS)) and bool(np.all(values == np.round(values)))
