@@ -29,6 +29,7 @@ from textae.export.loop import _prefix_names, _scalar
 from textae.training.model import Autoencoder, pool, reverse_within_lengths
 
 LEVELS = 127.0  # symmetric int8: -127..127
+ZERO_POINT, ZERO_POINT_FLOAT = "row_quant/zero_point", "row_quant/zero_point_float"
 EXACT_TERMS = 1024  # longest dot product whose int8 x int8 partial sums float32 holds exactly
 
 
@@ -182,7 +183,8 @@ def row_quantized_encoder(model: Autoencoder, shapes: GraphShapes, opset: int) -
 
 def integer_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
     """Every MatMul whose weight is an integer-valued initializer in [-127, 127] becomes
-    Cast(int8) -> MatMulInteger -> Cast(float), its weight stored as int8; subgraphs included."""
+    Add(128) -> Cast(uint8) -> MatMulInteger(zero point 128) -> Cast(float), its weight stored as
+    int8; subgraphs included."""
     _rewrite(model.graph)
     return model
 
@@ -190,6 +192,7 @@ def integer_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
 def _rewrite(graph: onnx.GraphProto) -> None:
     initializers = {init.name: init for init in graph.initializer}
     nodes = []
+    needs_zero_point = False
     for node in graph.node:
         for attribute in node.attribute:
             if attribute.type == onnx.AttributeProto.GRAPH:
@@ -201,13 +204,21 @@ def _rewrite(graph: onnx.GraphProto) -> None:
             continue
         weight.CopyFrom(numpy_helper.from_array(values.astype(np.int8), weight.name))
         activation, output = node.input[0], node.output[0]
+        # uint8 activations with zero point 128 (q + 128 in 1..255): onnxruntime's int8 x int8
+        # MatMulInteger took 17x longer than its uint8 x int8 kernel (874 vs 50 us, 1x512 @ 512x2048)
         nodes += [
-            helper.make_node("Cast", [activation], [f"{output}/int8"], to=TensorProto.INT8),
-            helper.make_node("MatMulInteger", [f"{output}/int8", weight.name], [f"{output}/int32"]),
+            helper.make_node("Add", [activation, ZERO_POINT_FLOAT], [f"{output}/shifted"]),
+            helper.make_node("Cast", [f"{output}/shifted"], [f"{output}/uint8"], to=TensorProto.UINT8),
+            helper.make_node("MatMulInteger", [f"{output}/uint8", weight.name, ZERO_POINT], [f"{output}/int32"]),
             helper.make_node("Cast", [f"{output}/int32"], [output], to=TensorProto.FLOAT),
         ]
+        needs_zero_point = True
     del graph.node[:]
     graph.node.extend(nodes)
+    if needs_zero_point and ZERO_POINT not in initializers:
+        graph.initializer.extend(
+            [numpy_helper.from_array(np.array(128, np.uint8), ZERO_POINT), numpy_helper.from_array(np.array(128.0, np.float32), ZERO_POINT_FLOAT)]
+        )
 
 
 def _is_int8_valued(values: np.ndarray) -> bool:
