@@ -29,7 +29,7 @@ from textae.export.loop import _prefix_names, _scalar
 from textae.training.model import Autoencoder, pool, reverse_within_lengths
 
 LEVELS = 127.0  # symmetric int8: -127..127
-ZERO_POINT, ZERO_POINT_FLOAT = "row_quant/zero_point", "row_quant/zero_point_float"
+ZERO_POINT, ZERO_POINT_FLOAT, ONE = "row_quant/zero_point", "row_quant/zero_point_float", "row_quant/one"
 EXACT_TERMS = 1024  # longest dot product whose int8 x int8 partial sums float32 holds exactly
 
 
@@ -177,23 +177,30 @@ def row_quantized_encoder(model: Autoencoder, shapes: GraphShapes, opset: int) -
         list(prologue.graph.initializer) + list(epilogue.graph.initializer)
         + [_scalar("true", True), numpy_helper.from_array(np.array([0], dtype=np.int64), "axis_0")],
     )  # fmt: skip
-    model_proto = helper.make_model(graph, opset_imports=step.opset_import, ir_version=step.ir_version, producer_name="textae")
+    opsets = list(step.opset_import) + [helper.make_opsetid("com.microsoft", 1)]  # MatMulIntegerToFloat
+    model_proto = helper.make_model(graph, opset_imports=opsets, ir_version=step.ir_version, producer_name="textae")
     return integer_matmuls(model_proto)
 
 
 def integer_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
     """Every MatMul whose weight is an integer-valued initializer in [-127, 127] becomes
-    Add(128) -> Cast(uint8) -> MatMulInteger(zero point 128) -> Cast(float), its weight stored as
-    int8; subgraphs included."""
+    Add(128) -> Cast(uint8) -> MatMulInteger(zero point 128) -> Cast(float), or MatMulIntegerToFloat
+    when a per-column scale follows, its weight stored as int8; subgraphs included."""
     _rewrite(model.graph)
     return model
 
 
 def _rewrite(graph: onnx.GraphProto) -> None:
     initializers = {init.name: init for init in graph.initializer}
-    nodes = []
-    needs_zero_point = False
+    consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    nodes, absorbed = [], set()
+    needs_constants = False
+    for node in graph.node:
+        if id(node) in absorbed:
+            continue
         for attribute in node.attribute:
             if attribute.type == onnx.AttributeProto.GRAPH:
                 _rewrite(attribute.g)
@@ -209,16 +216,47 @@ def _rewrite(graph: onnx.GraphProto) -> None:
         nodes += [
             helper.make_node("Add", [activation, ZERO_POINT_FLOAT], [f"{output}/shifted"]),
             helper.make_node("Cast", [f"{output}/shifted"], [f"{output}/uint8"], to=TensorProto.UINT8),
-            helper.make_node("MatMulInteger", [f"{output}/uint8", weight.name, ZERO_POINT], [f"{output}/int32"]),
-            helper.make_node("Cast", [f"{output}/int32"], [output], to=TensorProto.FLOAT),
         ]
-        needs_zero_point = True
+        column_scale = _column_scale(consumers.get(output, []), output, initializers)
+        if column_scale is not None:
+            # the Mul by the per-column weight scale that follows goes into the kernel itself,
+            # which then writes floats: two passes over (B, G*H) fewer at every step
+            scale_node, scale_name = column_scale
+            absorbed.add(id(scale_node))
+            nodes.append(
+                helper.make_node(
+                    "MatMulIntegerToFloat", [f"{output}/uint8", weight.name, ONE, scale_name, ZERO_POINT],
+                    [scale_node.output[0]], domain="com.microsoft",
+                )  # fmt: skip
+            )
+        else:
+            nodes += [
+                helper.make_node("MatMulInteger", [f"{output}/uint8", weight.name, ZERO_POINT], [f"{output}/int32"]),
+                helper.make_node("Cast", [f"{output}/int32"], [output], to=TensorProto.FLOAT),
+            ]
+        needs_constants = True
     del graph.node[:]
     graph.node.extend(nodes)
-    if needs_zero_point and ZERO_POINT not in initializers:
+    if needs_constants and ZERO_POINT not in initializers:
         graph.initializer.extend(
-            [numpy_helper.from_array(np.array(128, np.uint8), ZERO_POINT), numpy_helper.from_array(np.array(128.0, np.float32), ZERO_POINT_FLOAT)]
+            [
+                numpy_helper.from_array(np.array(128, np.uint8), ZERO_POINT),
+                numpy_helper.from_array(np.array(128.0, np.float32), ZERO_POINT_FLOAT),
+                numpy_helper.from_array(np.array(1.0, np.float32), ONE),
+            ]
         )
+
+
+def _column_scale(
+    users: list[onnx.NodeProto], output: str, initializers: dict[str, onnx.TensorProto]
+) -> tuple[onnx.NodeProto, str] | None:
+    """The Mul(output, per-column scale initializer) that is output's only use, if there is one."""
+    if len(users) != 1 or users[0].op_type != "Mul":
+        return None
+    other = [name for name in users[0].input if name != output]
+    if len(other) != 1 or other[0] not in initializers or len(initializers[other[0]].dims) != 1:
+        return None
+    return users[0], other[0]
 
 
 def _is_int8_valued(values: np.ndarray) -> bool:
