@@ -15,7 +15,8 @@ from conftest import TINY_SENTENCES
 from export_fixtures import VARIANTS, exported, make_run, run_fixture
 from rich.console import Console
 
-import textae.export.folder
+import textae.export.graphs
+import textae.export.quantize
 from textae.training.checkpoint import load_model_from_run
 from textae.errors import TextaeError
 from textae.export.folder import export_model
@@ -120,12 +121,12 @@ def test_greedy_decoding_is_one_loop_with_early_exit(request: pytest.FixtureRequ
 
 def test_export_that_fails_a_check_writes_nothing(random_run: Path, random_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out_dir = tmp_path / "model"
-    export_model(random_run, out_dir, console=Console(file=io.StringIO()))
+    export_model(random_run, out_dir, quantize="none", console=Console(file=io.StringIO()))
     before = (out_dir / MANIFEST_FILE).read_bytes()
-    encode = textae.export.folder._EncoderGraph.forward
-    monkeypatch.setattr(textae.export.folder._EncoderGraph, "forward", lambda self, *args: encode(self, *args) * 1.01)
+    encode = textae.export.graphs.EncoderGraph.forward
+    monkeypatch.setattr(textae.export.graphs.EncoderGraph, "forward", lambda self, *args: encode(self, *args) * 1.01)
     with pytest.raises(TextaeError, match=r"export check failed: encoder differs from torch by [0-9.e-]+ \(max abs"):
-        export_model(random_run, out_dir, console=Console(file=io.StringIO()))
+        export_model(random_run, out_dir, quantize="none", console=Console(file=io.StringIO()))
     assert (out_dir / MANIFEST_FILE).read_bytes() == before  # the previous export is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # and no partial folder is left beside it
     TextAE.load(out_dir)
@@ -140,7 +141,9 @@ def test_export_contains_exporter_warnings_and_replaces_an_old_export(random_run
     assert [str(w.message) for w in caught] == []
     assert capfd.readouterr().err == ""  # the C++ side's warnings go to file descriptor 2
     assert "parity with torch" in console_text.getvalue() and "runtime loads fp32" in console_text.getvalue()
-    assert report["precision"] == "fp32" and report["quantization"] is None
+    # the default writes int8 too; an untrained model's near-tied logits fail the greedy gate, and it says why
+    assert report["precision"] == "fp32" and report["quantization"]["default"] == "fp32"
+    assert "int8 is not the default: greedy reconstructions" in console_text.getvalue()
     assert report["parity"]["embedding_max_abs_diff"] <= TOLERANCE
     assert len(report["parity"]["batches"]) == 2  # a synthetic batch and one of real sentences
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
@@ -163,12 +166,11 @@ def test_export_refuses_bad_options_and_foreign_folders(random_run: Path, tmp_pa
 def test_int8_export_round_trip(int8_export: Path) -> None:
     folder = int8_export
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    assert manifest["precision"] == "int8"
     report = manifest["quantization"]
-    assert report["min_cosine"] >= 0.99 and report["warning"] is None
+    assert manifest["precision"] == report["default"]
+    assert report["min_cosine"] >= 0.999 and report["batch_invariant"] is True
     assert report["size_ratio"] < 0.5 and report["speed_ratio"] > 0
-    fp32, int8 = TextAE.load(folder, precision="fp32"), TextAE.load(folder)
-    assert int8.precision == "int8"
+    fp32, int8 = TextAE.load(folder, precision="fp32"), TextAE.load(folder, precision="int8")
     a, b = fp32.embed(TINY_SENTENCES), int8.embed(TINY_SENTENCES)
     cosines = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosines.min() >= 0.99
@@ -177,10 +179,66 @@ def test_int8_export_round_trip(int8_export: Path) -> None:
         assert (folder / graph_file_name(graph, "int8")).stat().st_size < (folder / graph_file_name(graph, "fp32")).stat().st_size
 
 
-def test_int8_warns_when_vectors_drift(random_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(textae.export.folder, "INT8_MIN_COSINE", 1.5)  # no cosine reaches it: the warning must show
+def test_trained_model_passes_the_int8_gate_and_loads_int8_by_default(tmp_path_factory: pytest.TempPathFactory, trained_run: Path) -> None:
+    folder = exported(tmp_path_factory, trained_run, quantize="int8")
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    report = manifest["quantization"]
+    assert report["greedy_agreement"] >= 0.95 and report["min_cosine"] >= 0.999 and report["warning"] is None
+    assert manifest["precision"] == "int8" and TextAE.load(folder).precision == "int8"
+
+
+def test_int8_vectors_are_batch_invariant(int8_export: Path) -> None:
+    """A sentence's int8 vector is the same alone and in any batch (per-row activation scales)."""
+    int8 = TextAE.load(int8_export, precision="int8")
+    sentences = TINY_SENTENCES + ["", " ".join(TINY_SENTENCES[:10])]
+    together = int8.embed(sentences, batch_size=len(sentences))
+    for batch_size in (1, 7):
+        assert np.abs(int8.embed(sentences, batch_size=batch_size) - together).max() <= 1e-5
+    scores = int8.score(sentences, batch_size=len(sentences))
+    assert np.abs(np.concatenate([int8.score([s]) for s in sentences]) - scores).max() <= 1e-5
+
+
+def test_row_quantized_encoder_runs_the_integer_maths_of_its_torch_twin(random_run: Path) -> None:
+    """The int8 graph computes exactly what its float32 emulation computes, and stays near fp32."""
+    import onnxruntime as ort
+
+    from textae.export import rowquant
+    from textae.export.graphs import graph_shapes
+
+    model, _ = load_model_from_run(random_run)
+    proto = rowquant.row_quantized_encoder(model, graph_shapes(model.config), 17)
+    ops = {node.op_type for node in proto.graph.node} | {n.op_type for node in proto.graph.node for a in node.attribute if a.g for n in a.g.node}
+    assert "MatMulIntegerToFloat" in ops and "LSTM" not in ops
+    lengths = torch.tensor([9, 5, 1, 0])
+    input_ids = torch.randint(4, model.config.vocab_size, (4, 9), generator=torch.Generator().manual_seed(0))
+    input_ids = input_ids.masked_fill(torch.arange(9) >= lengths.unsqueeze(1), model.config.pad_id)
+    with torch.no_grad():
+        prologue, step, epilogue = rowquant._Prologue(model), rowquant._Step(model), rowquant._Epilogue(model)
+        gates, h = prologue(input_ids, lengths)
+        c, outputs = h, []
+        for t in range(gates.size(0)):
+            h, c, top = step(gates[t], h, c)
+            outputs.append(top)
+        emulated = epilogue(torch.stack(outputs), lengths).numpy()
+        fp32 = model.encode(input_ids, lengths).numpy()
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input_ids": input_ids.numpy(), "lengths": lengths.numpy()})[0]
+    assert np.abs(got - emulated).max() <= 1e-5
+    cosines = (got * fp32).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert cosines.min() >= 0.999
+
+
+def test_int8_gate_falls_back_to_fp32_with_the_reason(random_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(textae.export.quantize, "GATE_MIN_COSINE", 1.5)  # no cosine reaches it
     text = io.StringIO()
     report = export_model(random_run, tmp_path / "model", quantize="int8", console=Console(file=text, width=300))
-    assert "below 1.5" in report["quantization"]["warning"]
-    assert "warning:" in text.getvalue() and "min cosine" in text.getvalue()
+    assert "minimum cosine to fp32" in report["quantization"]["warning"] and "< 1.5" in report["quantization"]["warning"]
+    assert report["precision"] == "fp32" and TextAE.load(tmp_path / "model").precision == "fp32"
+    assert "warning:" in text.getvalue() and "min cosine" in text.getvalue() and "batch-invariant" in text.getvalue()
     assert report["quantization"]["source"] == str(json.loads((random_run / "config.json").read_text())["train"]["corpus"][0])
+
+
+def test_quantize_none_writes_fp32_only(random_run: Path, tmp_path: Path) -> None:
+    report = export_model(random_run, tmp_path / "model", quantize="none", console=Console(file=io.StringIO()))
+    assert report["quantization"] is None and report["precision"] == "fp32"
+    assert not list((tmp_path / "model").glob("*.int8.onnx"))

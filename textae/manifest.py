@@ -12,7 +12,13 @@ size and sha256. Both sides import the names below, so they cannot drift apart.
       decoder_score.onnx          input_ids (B, T), lengths (B,) -> score (B,): mean token NLL
       decoder_init.onnx           sentence_embedding (B, Z) -> state (S, N, B, H)
       decoder_step.onnx           input_ids (B,), sentence_embedding (B, Z), state -> logits (B, V), next_state
-      *.int8.onnx                 the same graphs with int8 weights (only after `--quantize int8`)
+      *.int8.onnx                 the same graphs with int8 weights (unless `--quantize none`)
+      weights.bin                 (version 2) the weights of every graph, each distinct tensor once
+      decoder_tables.onnx         (version 2) () -> token_gates (V, G*H): the folded table that
+                                  decoder_greedy and decoder_step receive at load (manifest "tables")
+
+Version 2 added weights.bin, decoder_tables.onnx and "tables"; a version-1 reader would fail on
+its graphs, so it is told to upgrade instead. Version-1 folders (each graph self-contained) load as before.
 """
 
 from __future__ import annotations
@@ -24,9 +30,14 @@ from typing import Any
 from textae.config import load_json
 from textae.errors import TextaeError
 
-FORMAT_VERSION = 1  # bump when a reader of the previous version could misread the folder
+FORMAT_VERSION = 2  # bump when a reader of the previous version could misread the folder
+READABLE_VERSIONS = (1, 2)
 MANIFEST_FILE = "textae.json"
 TOKENIZER_FILE = "tokenizer.json"
+WEIGHTS_FILE = "weights.bin"
+TABLES_FILE = "decoder_tables.onnx"
+TOKEN_GATES = "token_gates"  # the table's name in decoder_tables' output and in the graphs using it
+COMPUTED_LOCATION = "computed-at-load"  # external-data location of a table the runtime computes
 PRECISIONS = ("fp32", "int8")
 
 # graph name -> (input names, output names); the export names every graph's inputs and outputs this way
@@ -73,10 +84,10 @@ def load_manifest(folder: Path, *, verify_files: bool = True) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise TextaeError(f"{path}: expected a JSON object")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise TextaeError(
-            f"{path}: format_version {version!r} is not supported (this textae reads {FORMAT_VERSION}); "
-            "re-export the model with this version of textae"
+            f"{path}: format_version {version!r} is not supported (this textae reads {', '.join(map(str, READABLE_VERSIONS))}); "
+            "re-export the model with this version of textae, or upgrade textae"
         )
     missing = [name for name in _REQUIRED_FIELDS if name not in manifest]
     if missing:
@@ -89,6 +100,9 @@ def load_manifest(folder: Path, *, verify_files: bool = True) -> dict[str, Any]:
         for precision, name in entry["files"].items():
             if name not in files:
                 raise TextaeError(f"{path}: {graph} {precision} file {name} has no checksum in 'files'")
+    for table, entry in (manifest.get("tables") or {}).items():
+        if entry.get("file") not in files or not set(entry.get("used_by", [])) <= set(GRAPHS):
+            raise TextaeError(f"{path}: table {table} names a file without checksum or an unknown graph")
     if manifest["tokenizer"] not in files:
         raise TextaeError(f"{path}: tokenizer file {manifest['tokenizer']} has no checksum in 'files'")
     if verify_files:

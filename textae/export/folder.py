@@ -32,7 +32,18 @@ from textae.errors import TextaeError
 from textae.export.checks import check_parity
 from textae.export.graphs import GraphShapes, export_graphs
 from textae.export.quantize import QUANTIZE_CHOICES, compare_precisions, quantize_graphs
-from textae.manifest import FORMAT_VERSION, GRAPH_SIGNATURES, GRAPHS, MANIFEST_FILE, file_record, graph_file_name
+from textae.export.weights import TABLE_USERS, make_lean, tables_graph
+from textae.manifest import (
+    FORMAT_VERSION,
+    GRAPH_SIGNATURES,
+    GRAPHS,
+    MANIFEST_FILE,
+    TABLES_FILE,
+    TOKEN_GATES,
+    WEIGHTS_FILE,
+    file_record,
+    graph_file_name,
+)
 from textae.runtime.model import TextAE
 from textae.tokenizer import load_tokenizer, special_token_ids
 from textae.training.checkpoint import CONFIG_FILE, SUMMARY_FILE, TOKENIZER_FILE, load_model_from_run
@@ -108,7 +119,14 @@ def export_model(
                 _write_manifest(build_dir, manifest, ["fp32", "int8"], "fp32")
                 report["quantization"] = compare_precisions(build_dir, sentences, source)
                 manifest["quantization"] = report["quantization"]
-                _write_manifest(build_dir, manifest, ["fp32", "int8"], report["quantization"]["default"])
+        precisions = ["fp32", "int8"] if quantize else ["fp32"]
+        with console.status("sharing the weights"):
+            report["weights_bytes"] = make_lean(build_dir, precisions, tables_graph(model, opset))
+            manifest["tables"] = {TOKEN_GATES: {"file": TABLES_FILE, "used_by": list(TABLE_USERS)}}
+            default = report["quantization"]["default"] if quantize else "fp32"
+            _write_manifest(build_dir, manifest, precisions, default, [WEIGHTS_FILE, TABLES_FILE])
+        with console.status("checking the lean folder against torch"):
+            check_parity(model, build_dir, sentences)  # the shared weights and the table computed at load
         TextAE.load(build_dir)  # the runtime's own checks must accept what was written
         _finish_folder(build_dir)
         _replace_folder(build_dir, out_dir)
@@ -116,6 +134,8 @@ def export_model(
         shutil.rmtree(build_dir, ignore_errors=True)
         raise
     report["files"] = manifest["files"]
+    report["folder_bytes"] = sum(record["bytes"] for record in manifest["files"].values()) + (out_dir / MANIFEST_FILE).stat().st_size
+    report["model_bytes"] = sum(p.numel() * 4 for p in model.parameters())  # the model's fp32 weights
     report["precision"] = manifest["precision"]
     report["seconds"] = round(time.perf_counter() - started, 1)
     _print_report(console, run_dir, out_dir, report)
@@ -181,14 +201,17 @@ def _manifest(
         "tokenizer": TOKENIZER_FILE,
         "training": training,
         "quantization": None,
+        "tables": {},
         "files": {},
     }
 
 
-def _write_manifest(folder: Path, manifest: dict[str, Any], precisions: list[str], default: str) -> None:
+def _write_manifest(
+    folder: Path, manifest: dict[str, Any], precisions: list[str], default: str, extra_files: Sequence[str] = ()
+) -> None:
     """Record each graph's file per precision, every file's size and sha256, and the precision the
     runtime loads by default."""
-    names = [TOKENIZER_FILE]
+    names = [TOKENIZER_FILE, *extra_files]
     for graph in GRAPHS:
         manifest["graphs"][graph]["files"] = {p: graph_file_name(graph, p) for p in precisions}
         names.extend(graph_file_name(graph, p) for p in precisions)
@@ -267,6 +290,12 @@ def _print_report(console: Console, run_dir: Path, out_dir: Path, report: dict[s
     for graph in GRAPHS:
         table.add_row(graph, *(_megabytes(files[graph_file_name(graph, p)]["bytes"]) for p in precisions))
     console.print(table)
+    added, model_bytes = report["weights_bytes"], report["model_bytes"]
+    console.print(
+        f"{WEIGHTS_FILE} (shared by all graphs) {_megabytes(sum(added.values()))}: "
+        + ", ".join(f"{precision} {_megabytes(size)} = x{size / model_bytes:.2f}" for precision, size in added.items())
+        + f" the model's fp32 weights ({_megabytes(model_bytes)}); whole folder {_megabytes(report['folder_bytes'])}"
+    )
     parity = report["parity"]
     shapes = " and ".join(f"{rows}x{columns}" for rows, columns in parity["batches"])
     console.print(

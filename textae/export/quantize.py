@@ -72,6 +72,8 @@ def quantize_graphs(folder: Path, sentences: list[str], model: Autoencoder, shap
                         source,
                         target,
                         weight_type=QuantType.QInt8,
+                        # not Gather: the token-gates table stays float32, computed at load (textae.export.weights)
+                        op_types_to_quantize=["MatMul"],
                         # the decoder's weights are used inside the greedy Loop's body: quantize subgraphs too
                         extra_options={"EnableSubgraph": True},
                     )

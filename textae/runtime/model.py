@@ -43,6 +43,7 @@ class TextAE:
         self.num_threads = num_threads
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._sessions_lock = threading.Lock()
+        self._tables: dict[str, ort.OrtValue] = {}  # computed at load, shared by the sessions that read them
 
     @classmethod
     def load(cls, path: str | Path, num_threads: int | None = None, precision: str | None = None) -> TextAE:
@@ -210,6 +211,12 @@ class TextAE:
                     session = self._sessions[graph] = self._create_session(graph)
         return session
 
+    def _table(self, name: str, entry: dict[str, Any]) -> ort.OrtValue:
+        """A table computed at load; called under the sessions lock, so each is computed once."""
+        if name not in self._tables:
+            self._tables[name] = ort.OrtValue.ortvalue_from_numpy(_compute_table(self.folder / entry["file"], name))
+        return self._tables[name]
+
     def _create_session(self, graph: str) -> ort.InferenceSession:
         path = self.folder / self.manifest["graphs"][graph]["files"][self.precision]
         options = ort.SessionOptions()
@@ -222,6 +229,11 @@ class TextAE:
         # right after an embed call (7.2 -> 16.9 ms, 2 threads). Spinning still speeds the many
         # small ops inside one call, so stop it only when a call ends.
         options.add_session_config_entry("session.force_spinning_stop", "1")
+        # format 2: tables the export does not store (the folded token-gates table) are computed
+        # once by their own small graph and given to each session that reads them
+        tables = {name: entry for name, entry in (self.manifest.get("tables") or {}).items() if graph in entry["used_by"]}
+        if tables:
+            options.add_external_initializers(list(tables), [self._table(name, entry) for name, entry in tables.items()])
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
@@ -231,6 +243,17 @@ class TextAE:
         if found != (inputs, outputs):
             raise TextaeError(f"{path}: graph has inputs/outputs {found}, expected {(inputs, outputs)}")
         return session
+
+
+def _compute_table(path: Path, name: str) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        (value,) = session.run([name], {})
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise TextaeError(f"{path}: onnxruntime cannot compute {name} ({str(exc).splitlines()[0][:200]})") from None
+    return np.ascontiguousarray(value)
 
 
 def _check_sentences(sentences: Sequence[str]) -> list[str]:
