@@ -223,12 +223,8 @@ def _rewrite(graph: onnx.GraphProto) -> None:
             # which then writes floats: two passes over (B, G*H) fewer at every step
             scale_node, scale_name = column_scale
             absorbed.add(id(scale_node))
-            nodes.append(
-                helper.make_node(
-                    "MatMulIntegerToFloat", [f"{output}/uint8", weight.name, ONE, scale_name, ZERO_POINT],
-                    [scale_node.output[0]], domain="com.microsoft",
-                )  # fmt: skip
-            )
+            inputs = [f"{output}/uint8", weight.name, ONE, scale_name, ZERO_POINT]
+            nodes.append(helper.make_node("MatMulIntegerToFloat", inputs, [scale_node.output[0]], domain="com.microsoft"))
         else:
             nodes += [
                 helper.make_node("MatMulInteger", [f"{output}/uint8", weight.name, ZERO_POINT], [f"{output}/int32"]),

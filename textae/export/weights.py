@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import onnx
@@ -52,9 +53,9 @@ def make_lean(folder: Path, precisions: list[str], tables: onnx.ModelProto) -> d
     """Rewrite folder's graphs to share weights.bin and to take the token-gates table at load, and
     write decoder_tables.onnx (files WEIGHTS_FILE and TABLES_FILE); return the bytes each precision
     added to weights.bin, in order (the tables' own weights count with the first)."""
-    pool = _WeightPool(folder / WEIGHTS_FILE)
     added: dict[str, int] = {}
-    try:
+    with open(folder / WEIGHTS_FILE, "wb") as handle:
+        pool = _WeightPool(handle)
         for precision in precisions:
             before = pool.handle.tell()
             if precision == precisions[0]:
@@ -68,16 +69,14 @@ def make_lean(folder: Path, precisions: list[str], tables: onnx.ModelProto) -> d
                 _share(proto.graph, pool)
                 onnx.save(proto, str(path))
             added[precision] = pool.handle.tell() - before
-    finally:
-        pool.close()
     return added
 
 
 class _WeightPool:
     """weights.bin, appended to: each distinct tensor once, at an aligned offset."""
 
-    def __init__(self, path: Path) -> None:
-        self.handle = open(path, "wb")
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
         self.offsets: dict[tuple[int, tuple[int, ...], str], tuple[int, int]] = {}
 
     def place(self, tensor: onnx.TensorProto) -> None:
@@ -91,9 +90,6 @@ class _WeightPool:
             self.handle.write(data)
         offset, length = self.offsets[key]
         _point_to(tensor, WEIGHTS_FILE, offset, length)
-
-    def close(self) -> None:
-        self.handle.close()
 
 
 def _share(graph: onnx.GraphProto, pool: _WeightPool) -> None:
