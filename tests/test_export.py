@@ -88,14 +88,14 @@ def test_runtime_matches_torch(parity_case: tuple[Path, Path]) -> None:
 
 def test_graphs_have_dynamic_axes_and_the_manifest_describes_them(random_export: Path) -> None:
     manifest = json.loads((random_export / MANIFEST_FILE).read_text())
-    assert manifest["format_version"] == 1 and manifest["opset"] == 17
+    assert manifest["format_version"] == 2 and manifest["opset"] == 17
     assert manifest["training"]["run"] and manifest["special_tokens"]["eos_id"] == manifest["model"]["eos_id"]
     for graph in GRAPHS:
         entry = manifest["graphs"][graph]
         names = (tuple(t["name"] for t in entry["inputs"]), tuple(t["name"] for t in entry["outputs"]))
         assert names == GRAPH_SIGNATURES[graph]
         assert entry["files"] == {"fp32": f"{graph}.onnx", "int8": f"{graph}.int8.onnx"}
-        proto = onnx.load(str(random_export / entry["files"]["fp32"]))
+        proto = onnx.load(str(random_export / entry["files"]["fp32"]), load_external_data=False)
         assert [i.name for i in proto.graph.input] == [t["name"] for t in entry["inputs"]]
         for tensor, declared in zip(proto.graph.input, entry["inputs"]):
             dims = tensor.type.tensor_type.shape.dim
@@ -107,8 +107,39 @@ def test_graphs_have_dynamic_axes_and_the_manifest_describes_them(random_export:
     assert sorted(manifest["files"]) == sorted(p.name for p in random_export.iterdir() if p.name != MANIFEST_FILE)
 
 
+def test_the_folder_is_lean_one_shared_weights_file_and_no_stored_table(random_run: Path, tmp_path: Path) -> None:
+    report = export_model(random_run, tmp_path / "model", console=Console(file=io.StringIO()))
+    folder = tmp_path / "model"
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    assert manifest["tables"] == {"token_gates": {"file": "decoder_tables.onnx", "used_by": ["decoder_greedy", "decoder_step"]}}
+    assert {"weights.bin", "decoder_tables.onnx"} <= set(manifest["files"])  # checksummed like every file
+    # every weight lives once in weights.bin: the graph files hold structure only
+    assert all(path.stat().st_size < 100_000 for path in folder.glob("*.onnx"))
+    model_bytes = report["model_bytes"]
+    assert report["weights_bytes"]["fp32"] <= 2 * model_bytes and report["weights_bytes"]["int8"] <= 0.6 * model_bytes
+    # the table the greedy graphs gather from is computed at load, not stored: (V, G*H) floats would not fit
+    config = manifest["model"]
+    table_bytes = config["vocab_size"] * 4 * config["hidden_size"] * 4
+    assert (folder / "weights.bin").stat().st_size < sum(report["weights_bytes"].values()) + table_bytes
+    for precision in ("fp32", "int8"):
+        runtime = TextAE.load(folder, precision=precision)
+        vectors = runtime.embed(TINY_SENTENCES[:5])
+        assert runtime.greedy_ids(vectors, method="loop") == runtime.greedy_ids(vectors, method="step")
+
+
+def test_a_damaged_weights_file_is_refused(random_export: Path, tmp_path: Path) -> None:
+    from export_fixtures import copy_export
+
+    folder = copy_export(random_export, tmp_path / "copy")
+    data = bytearray((folder / "weights.bin").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / "weights.bin").write_bytes(bytes(data))
+    with pytest.raises(TextaeError, match="weights.bin: sha256 does not match"):
+        TextAE.load(folder)
+
+
 def test_greedy_decoding_is_one_loop_with_early_exit(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
-    proto = onnx.load(str(exported(tmp_path_factory, request.getfixturevalue("random_run"), "int8") / "decoder_greedy.onnx"))
+    proto = onnx.load(str(exported(tmp_path_factory, request.getfixturevalue("random_run"), "int8") / "decoder_greedy.onnx"), load_external_data=False)
     assert [node.op_type for node in proto.graph.node].count("Loop") == 1
     run_dir = run_fixture(request, "trained_run")  # an untrained model never says <eos>
     runtime = TextAE.load(exported(tmp_path_factory, run_dir, quantize="int8"), precision="fp32")
