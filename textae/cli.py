@@ -185,7 +185,7 @@ _PRECISION_HELP = "Graphs to run: fp32 or int8 (default: the one the export chos
 def export(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Run folder written by `textae train`.")],
     out: Annotated[Optional[Path], typer.Option(help="Folder to write (default: export/<run folder name>).")] = None,
-    quantize: Annotated[Optional[str], typer.Option(help="Also write int8 graphs and load them by default: int8.")] = None,
+    quantize: Annotated[str, typer.Option(help="int8: also write int8 graphs, loaded by default when they pass the accuracy gate; none: fp32 only.")] = "int8",
     opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
 ) -> None:
     """Export a trained run to a self-contained ONNX folder that runs without torch."""

@@ -122,6 +122,8 @@ def export_model(
         precisions = ["fp32", "int8"] if quantize else ["fp32"]
         with console.status("sharing the weights"):
             report["weights_bytes"] = make_lean(build_dir, precisions, tables_graph(model, opset))
+            if quantize:  # what int8 adds to the folder, against the fp32 weights
+                report["quantization"]["size_ratio"] = round(report["weights_bytes"]["int8"] / report["weights_bytes"]["fp32"], 4)
             manifest["tables"] = {TOKEN_GATES: {"file": TABLES_FILE, "used_by": list(TABLE_USERS)}}
             default = report["quantization"]["default"] if quantize else "fp32"
             _write_manifest(build_dir, manifest, precisions, default, [WEIGHTS_FILE, TABLES_FILE])

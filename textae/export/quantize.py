@@ -117,7 +117,7 @@ def compare_precisions(folder: Path, sentences: list[str], source: str) -> dict[
     cosines = row_cosines(vectors["fp32"], vectors["int8"])
     subset = sentences[:RECONSTRUCTION_SAMPLE]
     same = sum(a == b for a, b in zip(fp32.reconstruct(subset), int8.reconstruct(subset)))
-    sizes = {name: _graph_bytes(folder, name) for name in ("fp32", "int8")}
+    sizes = {name: _graph_bytes(folder, name) for name in ("fp32", "int8")}  # replaced by the shared-weights ratio later
     min_cosine = float(cosines.min())
     agreement = same / max(len(subset), 1)
     invariance = batch_invariance(int8, sentences[:INVARIANCE_SAMPLE])
