@@ -158,8 +158,10 @@ def describe_manifest(folder: Path, manifest: dict[str, Any]) -> list[tuple[str,
             (
                 "int8 vs fp32",
                 f"size x{quantization['size_ratio']:.2f}, speed x{quantization['speed_ratio']:.2f}, min cosine "
-                f"{quantization['min_cosine']:.4f}, reconstructions identical {quantization['reconstructions_identical']} "
-                f"({quantization['sentences']} sentences from {quantization['source']})",
+                f"{quantization['min_cosine']:.4f}, reconstructions identical {quantization['reconstructions_identical']}"
+                + (f", batch-invariant: {quantization['batch_invariant']}" if "batch_invariant" in quantization else "")
+                + f" ({quantization['sentences']} sentences from {quantization['source']})"
+                + (f"; {quantization['warning']}" if quantization.get("warning") else ""),
             )
         )
     return rows
