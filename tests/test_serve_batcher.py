@@ -182,3 +182,24 @@ def test_close_finishes_queued_work() -> None:
 
     asyncio.run(scenario())
     assert not batcher.alive
+
+
+def test_a_lone_request_never_waits_but_an_expected_one_is_waited_for() -> None:
+    recorder = Recorder()
+    batcher = make(recorder, max_wait_ms=2_000)
+
+    async def scenario() -> None:
+        started = asyncio.get_running_loop().time()
+        await batcher.submit(("embed",), [ids(2, 1)], [2]).future  # nothing else on its way: runs at once
+        assert asyncio.get_running_loop().time() - started < 1.0
+        batcher.expect()
+        batcher.expect()
+        first = batcher.submit(("embed",), [ids(2, 2)], [2], expected=True)
+        await asyncio.sleep(0.2)  # one more request is still being tokenized: the batch waits for it
+        assert not first.future.done()
+        second = batcher.submit(("embed",), [ids(2, 3)], [2], expected=True)
+        await asyncio.gather(first.future, second.future)
+
+    asyncio.run(scenario())
+    batcher.close()
+    assert [len(batch.payloads) for batch in recorder.batches] == [1, 2]

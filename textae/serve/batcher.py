@@ -12,8 +12,10 @@ A batch holds items of one kind (embed, score, reconstruct or decode with one ma
 contains the oldest waiting item (so nothing starves), plus the waiting items whose lengths are
 closest to it, up to `max_batch_size` rows and `max_batch_tokens` padded tokens (rows x padded width).
 Widths are rounded up to a multiple of `bucket_multiple` (capped at the model's max_length), which
-bounds the number of input shapes onnxruntime ever sees. When fewer items than a full batch wait, the
-thread waits until the oldest has waited `max_wait_ms` for company; under load it never waits.
+bounds the number of input shapes onnxruntime ever sees. When fewer items than a full batch wait and
+more requests are on their way (`expect`: parsed, being tokenized), the thread waits until the oldest
+item has waited `max_wait_ms` for them; a lone client never waits, and under load the queue fills
+while the previous batch runs.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ class Batcher:
         self._on_batch = on_batch or (lambda stats: None)
         self._on_depth = on_depth or (lambda depth: None)
         self._pending: list[Item] = []
+        self._arriving = 0  # requests between `expect` and `submit` (or `abandon`)
         self._condition = threading.Condition()
         self._closed = False
         self._sequence = itertools.count()
@@ -128,14 +131,29 @@ class Batcher:
     def depth(self) -> int:
         return len(self._pending)
 
-    def submit(self, key: Hashable, payloads: Sequence[Any], lengths: Sequence[int]) -> Ticket:
+    def expect(self) -> None:
+        """A request is on its way (being tokenized): a batch may wait up to max_wait_ms for it."""
+        with self._condition:
+            self._arriving += 1
+
+    def abandon(self) -> None:
+        """An expected request will not be submitted (it was refused); call once per `expect`."""
+        with self._condition:
+            self._arriving = max(0, self._arriving - 1)
+            self._condition.notify()
+
+    def submit(self, key: Hashable, payloads: Sequence[Any], lengths: Sequence[int], *, expected: bool = False) -> Ticket:
         """Queue one request's items, all or none; await `ticket.future` for their results in order."""
         loop = asyncio.get_running_loop()
         ticket = Ticket(loop, loop.create_future(), [None] * len(payloads), len(payloads), time.perf_counter())
         if not payloads:
+            if expected:
+                self.abandon()
             ticket.future.set_result([])
             return ticket
         with self._condition:
+            if expected:
+                self._arriving = max(0, self._arriving - 1)
             if self._closed or not self._thread.is_alive():
                 raise QueueClosed("the server is shutting down")
             if len(self._pending) + len(payloads) > self.max_queue:
@@ -194,7 +212,7 @@ class Batcher:
             if self._closed:
                 break
             waited = time.perf_counter() - oldest.ticket.enqueued_at
-            if waited >= self.max_wait or self._count_key_locked(oldest.key) >= self.max_batch_size:
+            if not self._arriving or waited >= self.max_wait or self._count_key_locked(oldest.key) >= self.max_batch_size:
                 break
             self._condition.wait(self.max_wait - waited)
         return self._take_batch_locked()
