@@ -23,6 +23,16 @@ from textae.serve.settings import ServeSettings  # noqa: E402
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def subnormal_floats() -> None:
+    """Training flushes denormals to zero for the whole process (textae.training), and hypothesis
+    refuses to generate floats in that state; an earlier test in the same process may have trained."""
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_flush_denormal(False)
+
+
 @pytest.fixture(scope="module")
 def app(random_export: Path):  # noqa: ANN201
     # small limits, so generated lists and strings reach them and their refusals are checked too
