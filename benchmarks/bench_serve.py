@@ -44,8 +44,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from textae.runtime import TextAE  # noqa: E402
-from textae.serve.settings import available_cores  # noqa: E402
+from textae.runtime import TextAE
+from textae.serve.settings import available_cores
 
 
 @dataclass

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
-import httpx  # noqa: E402
+import httpx
+from conftest import TINY_SENTENCES
 
-from conftest import TINY_SENTENCES  # noqa: E402
-from textae.runtime import TextAE  # noqa: E402
-from textae.serve.app import create_app  # noqa: E402
-from textae.serve.settings import ServeSettings  # noqa: E402
+from textae.runtime import TextAE
+from textae.serve.app import create_app
+from textae.serve.settings import ServeSettings
 
 SECRET = "zq-secret-marker-zq"  # put in bad inputs: must never come back in an error body
 LONG = " ".join(TINY_SENTENCES)  # far more than max_length (32) tokens

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from textae.serve.batcher import Batch, Batcher, InferenceFailed, QueueClosed, QueueFull  # noqa: E402
+from textae.serve.batcher import Batch, Batcher, InferenceFailed, QueueClosed, QueueFull
 
 
 class Recorder:

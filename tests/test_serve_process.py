@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
-import httpx  # noqa: E402
+import httpx
+from conftest import TINY_SENTENCES
 
-from conftest import TINY_SENTENCES  # noqa: E402
-from textae.runtime import TextAE  # noqa: E402
+from textae.runtime import TextAE
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ def server_factory(random_export: Path) -> Iterator:
         server.stop()
 
 
-def test_official_openai_client_against_the_real_server(server_factory, random_export: Path) -> None:  # noqa: ANN001
+def test_official_openai_client_against_the_real_server(server_factory, random_export: Path) -> None:
     openai = pytest.importorskip("openai")
     library = TextAE.load(random_export, num_threads=1, precision="fp32")
     server = server_factory("--threads", "1")
@@ -84,7 +84,7 @@ def test_official_openai_client_against_the_real_server(server_factory, random_e
     assert "textae_batch_size_bucket" in httpx.get(server.url + "/metrics").text
 
 
-def test_workers_share_threads_and_one_metrics_view(server_factory) -> None:  # noqa: ANN001
+def test_workers_share_threads_and_one_metrics_view(server_factory) -> None:
     server = server_factory("--workers", "2", "--threads", "2")
     info = httpx.get(server.url + "/info").json()
     assert info["workers"] == 2 and info["threads"] == 1
@@ -97,7 +97,7 @@ def test_workers_share_threads_and_one_metrics_view(server_factory) -> None:  # 
     assert server.process.wait(30) == 0
 
 
-def test_sigterm_under_load_turns_ready_off_finishes_requests_and_exits_0(server_factory) -> None:  # noqa: ANN001
+def test_sigterm_under_load_turns_ready_off_finishes_requests_and_exits_0(server_factory) -> None:
     server = server_factory("--threads", "1", "--drain-seconds", "1.5", "--max-wait-ms", "1")
     sentences = TINY_SENTENCES * 5  # 250 sentences a request: each takes a while on one thread
     results: list[tuple[float, float, object]] = []

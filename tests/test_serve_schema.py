@@ -9,16 +9,16 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
 pytest.importorskip("fastapi")
-from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
-from schemathesis.checks import not_a_server_error  # noqa: E402
 
-from textae.serve.app import create_app  # noqa: E402
-from textae.serve.settings import ServeSettings  # noqa: E402
+from textae.serve.app import create_app
+from textae.serve.settings import ServeSettings
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
@@ -34,7 +34,7 @@ def subnormal_floats() -> None:
 
 
 @pytest.fixture(scope="module")
-def app(random_export: Path):  # noqa: ANN201
+def app(random_export: Path):
     # small limits, so generated lists and strings reach them and their refusals are checked too
     served = create_app(ServeSettings(model=str(random_export), precision="fp32", threads=1, max_inputs=8, max_chars=200, max_decode_length=40))
     yield served
@@ -47,12 +47,12 @@ schema = schemathesis.pytest.from_fixture("served_schema")
 
 
 @pytest.fixture(scope="module")
-def served_schema(app):  # noqa: ANN001, ANN201
+def served_schema(app):
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
 @pytest.mark.slow
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-def test_served_spec_holds(case) -> None:  # noqa: ANN001
+def test_served_spec_holds(case) -> None:
     case.call_and_validate(checks=CHECKS)

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request, Security
@@ -283,7 +283,7 @@ def create_app(settings: ServeSettings, *, handle_signals: bool = False) -> Fast
 
     bearer = HTTPBearer(auto_error=False, description="The token in --api-key-file.")
 
-    async def require_api_key(request: Request, _: Optional[HTTPAuthorizationCredentials] = Security(bearer)) -> None:
+    async def require_api_key(request: Request, _: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
         if api_key is not None:
             check_api_key(request.headers.get("authorization"), api_key)
 
@@ -291,7 +291,7 @@ def create_app(settings: ServeSettings, *, handle_signals: bool = False) -> Fast
     model_errors = (401, 413, 422, 429, 500, 503) if api_key is not None else (413, 422, 429, 500, 503)
 
     def service_of(request: Request) -> Service:
-        service: Optional[Service] = getattr(request.app.state, "service", None)
+        service: Service | None = getattr(request.app.state, "service", None)
         if service is None or not service.batcher.alive:
             raise ApiError(503, "the model is not loaded")
         return service
@@ -456,4 +456,4 @@ def app_from_environment() -> FastAPI:
     return create_app(ServeSettings.from_json(os.environ[SETTINGS_ENV]), handle_signals=True)
 
 
-__all__ = ["create_app", "app_from_environment", "Service", "error_body"]
+__all__ = ["Service", "app_from_environment", "create_app", "error_body"]

@@ -6,7 +6,7 @@ in the spec as maxItems / maxLength, so clients and spec-driven tests see the re
 """
 
 from dataclasses import dataclass
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class ErrorDetail(BaseModel):
     message: str = Field(description="What is wrong, and where; never a copy of the input.")
     type: str = Field(description="invalid_request_error, authentication_error, payload_too_large, overloaded, unavailable or server_error.")
-    param: Optional[str] = Field(None, description="The request field at fault, e.g. `input[3]`, when there is one.")
+    param: str | None = Field(None, description="The request field at fault, e.g. `input[3]`, when there is one.")
     code: int = Field(description="The HTTP status code.")
 
 
@@ -74,11 +74,11 @@ def request_models(limits: Limits) -> RequestModels:
     Text = Annotated[str, Field(max_length=limits.max_chars)]
     Texts = Annotated[list[Text], Field(min_length=1, max_length=limits.max_inputs)]
     Inputs = Annotated[
-        Union[Text, Texts],
+        Text | Texts,
         Field(description=f"One sentence, or a list of 1 to {limits.max_inputs}; each at most {limits.max_chars} characters."),
     ]
     DecodeLength = Annotated[
-        Optional[int],
+        int | None,
         Field(None, ge=1, le=limits.max_decode_length, description="Most tokens to generate per text (default: the model's max_length + 1)."),
     ]
     Finite = Annotated[float, Field(allow_inf_nan=False)]
@@ -92,12 +92,12 @@ def request_models(limits: Limits) -> RequestModels:
 
         model_config = ConfigDict(extra="ignore")
         input: Inputs
-        model: Optional[str] = Field(None, max_length=256, description="Accepted for compatibility; the served model answers.")
+        model: str | None = Field(None, max_length=256, description="Accepted for compatibility; the served model answers.")
         encoding_format: Literal["float", "base64"] = Field(
             "float", description="base64: each vector as little-endian float32 bytes, base64-encoded (what the openai client asks for)."
         )
-        dimensions: Optional[int] = Field(None, ge=1, description=f"If given, must be the model's width ({limits.dim}).")
-        user: Optional[str] = Field(None, max_length=256, description="Ignored.")
+        dimensions: int | None = Field(None, ge=1, description=f"If given, must be the model's width ({limits.dim}).")
+        user: str | None = Field(None, max_length=256, description="Ignored.")
 
     class EmbedRequest(Strict):
         inputs: Inputs
@@ -111,7 +111,7 @@ def request_models(limits: Limits) -> RequestModels:
 
     class ScoreRequest(Strict):
         inputs: Inputs
-        threshold: Optional[Finite] = Field(None, description="If given, `flagged[i]` is score >= threshold.")
+        threshold: Finite | None = Field(None, description="If given, `flagged[i]` is score >= threshold.")
         truncate: bool = _TRUNCATE
 
     class DecodeRequest(Strict):
@@ -127,7 +127,7 @@ def request_models(limits: Limits) -> RequestModels:
 class OpenAIEmbedding(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int = Field(description="Position of the input in the request.")
-    embedding: Union[list[float], str] = Field(description="The vector: numbers, or base64 of little-endian float32.")
+    embedding: list[float] | str = Field(description="The vector: numbers, or base64 of little-endian float32.")
 
 
 class OpenAIUsage(BaseModel):
@@ -155,7 +155,7 @@ class ReconstructResponse(BaseModel):
 class ScoreResponse(BaseModel):
     scores: list[float] = Field(description="Mean per-token negative log-likelihood: higher is more unusual.")
     truncated: list[bool]
-    flagged: Optional[list[bool]] = Field(None, description="score >= threshold, when a threshold was given.")
+    flagged: list[bool] | None = Field(None, description="score >= threshold, when a threshold was given.")
 
 
 class DecodeResponse(BaseModel):
