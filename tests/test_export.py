@@ -17,12 +17,12 @@ from rich.console import Console
 
 import textae.export.graphs
 import textae.export.quantize
-from textae.training.checkpoint import load_model_from_run
 from textae.errors import TextaeError
 from textae.export.folder import export_model
-from textae.manifest import GRAPH_SIGNATURES, GRAPHS, MANIFEST_FILE, graph_file_name, sha256_file
+from textae.manifest import GRAPH_SIGNATURES, GRAPHS, MANIFEST_FILE, sha256_file
 from textae.runtime.model import TextAE
 from textae.tokenizer import decode_batch, encode_batch
+from textae.training.checkpoint import load_model_from_run
 
 # Run fixtures whose exports are checked against torch; "trained_run" is skipped if conftest lacks it.
 PARITY_RUNS = ["random_run", "trained_run"]
@@ -227,17 +227,32 @@ def test_int8_vectors_are_batch_invariant(int8_export: Path) -> None:
     assert np.abs(np.concatenate([int8.score([s]) for s in sentences]) - scores).max() <= 1e-5
 
 
-def test_row_quantized_encoder_runs_the_integer_maths_of_its_torch_twin(random_run: Path) -> None:
+ROW_QUANT_VARIANTS = {
+    "lstm": {},
+    "lstm-forward-input": {"reverse_input": False},
+    "rnn-2layers-max": {"cell": "rnn", "num_layers": 2, "pooling": "max"},
+    "gru-mean": {"cell": "gru", "pooling": "mean"},
+    "lstm-narrow-hidden-max": {"embedding_dim": 40, "hidden_size": 12, "pooling": "max"},
+}
+
+
+@pytest.mark.parametrize("variant", list(ROW_QUANT_VARIANTS))
+def test_row_quantized_encoder_runs_the_integer_maths_of_its_torch_twin(variant: str) -> None:
     """The int8 graph computes exactly what its float32 emulation computes, and stays near fp32."""
     import onnxruntime as ort
 
+    from textae.config import ModelConfig
     from textae.export import rowquant
     from textae.export.graphs import graph_shapes
+    from textae.training.model import Autoencoder
 
-    model, _ = load_model_from_run(random_run)
+    settings = {"vocab_size": 400, "embedding_dim": 24, "hidden_size": 32, "latent_dim": 16, "max_length": 24}
+    torch.manual_seed(0)
+    model = Autoencoder(ModelConfig(**{**settings, **ROW_QUANT_VARIANTS[variant]})).eval()
+    assert rowquant.supports_row_quantization(model)
     proto = rowquant.row_quantized_encoder(model, graph_shapes(model.config), 17)
     ops = {node.op_type for node in proto.graph.node} | {n.op_type for node in proto.graph.node for a in node.attribute if a.g for n in a.g.node}
-    assert "MatMulIntegerToFloat" in ops and "LSTM" not in ops
+    assert "MatMulIntegerToFloat" in ops and not {"LSTM", "GRU", "RNN"} & ops
     lengths = torch.tensor([9, 5, 1, 0])
     input_ids = torch.randint(4, model.config.vocab_size, (4, 9), generator=torch.Generator().manual_seed(0))
     input_ids = input_ids.masked_fill(torch.arange(9) >= lengths.unsqueeze(1), model.config.pad_id)
@@ -255,6 +270,15 @@ def test_row_quantized_encoder_runs_the_integer_maths_of_its_torch_twin(random_r
     assert np.abs(got - emulated).max() <= 1e-5
     cosines = (got * fp32).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(fp32, axis=1)
     assert cosines.min() >= 0.999
+
+
+def test_bidirectional_encoders_fall_back_to_static_int8() -> None:
+    from textae.config import ModelConfig
+    from textae.export import rowquant
+    from textae.training.model import Autoencoder
+
+    config = ModelConfig(vocab_size=400, embedding_dim=24, hidden_size=32, latent_dim=16, bidirectional=True)
+    assert not rowquant.supports_row_quantization(Autoencoder(config))
 
 
 def test_int8_gate_falls_back_to_fp32_with_the_reason(random_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -172,7 +172,10 @@ def row_quantized_encoder(model: Autoencoder, shapes: GraphShapes, opset: int) -
     graph = helper.make_graph(
         list(prologue.graph.node) + loop_nodes + list(epilogue.graph.node),
         "encoder",
-        list(prologue.graph.input),
+        # declared here, not taken from the prologue: a forward-reading encoder's prologue never
+        # reads lengths, and the exporter drops unread inputs
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, signature["input_ids"][1]),
+         helper.make_tensor_value_info("lengths", TensorProto.INT64, signature["lengths"][1])],
         list(epilogue.graph.output),
         list(prologue.graph.initializer) + list(epilogue.graph.initializer)
         + [_scalar("true", True), numpy_helper.from_array(np.array([0], dtype=np.int64), "axis_0")],
