@@ -104,8 +104,8 @@ def test_parallel_sampling_feeds_the_predictions_of_a_teacher_forced_pass() -> N
     gold = torch.cat([torch.ones_like(targets[:, :1]), targets[:, :-1]], dim=1)
     expected = model.decoder(gold, z, model.decoder.initial_state(z))[0].argmax(-1)[:, :-1]
     fed_inputs = []
-    original = model.decoder.forward
-    model.decoder.forward = lambda ids, *rest: (fed_inputs.append(ids), original(ids, *rest))[1]  # type: ignore[method-assign]
+    original = model.decoder.run  # both passes run the recurrence through Decoder.run
+    model.decoder.run = lambda ids, *rest: (fed_inputs.append(ids), original(ids, *rest))[1]  # type: ignore[method-assign]
     model(input_ids, lengths, targets, teacher_forcing_ratio=0.0, sampling="parallel")
     assert torch.equal(fed_inputs[-1][:, 1:], expected) and torch.equal(fed_inputs[-1][:, 0], gold[:, 0])
 
