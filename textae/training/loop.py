@@ -188,7 +188,7 @@ class _Trainer:
             console.print(
                 f"training {count_parameters(self.model):,} parameters on {len(self.train_data):,} sentences "
                 f"({self.train_data.num_tokens:,} tokens), validating on {len(self.valid_data):,}; "
-                f"{self.total_steps:,} steps on {workers.world_size} process(es), device {workers.device}"
+                f"{self.total_steps:,} steps on {workers.world_size} process(es), device {workers.device}, precision {train_config.precision}"
             )
         self.noise = parse_noise(train_config.noise)
         self.metrics = _MetricsLog(run_dir / METRICS_FILE, keep_through_step=self.state.step if resume else None)
