@@ -37,6 +37,7 @@ from rich.table import Table
 from torch import Tensor, nn
 
 from textae import __version__, faults
+from textae.atomic import no_space_error
 from textae.training.checkpoint import CONFIG_FILE, SUMMARY_FILE, TOKENIZER_FILE, load_model_from_run
 from textae.config import ModelConfig, load_json, save_json, to_dict
 from textae.corpus import iter_corpus, resolve_paths
@@ -130,6 +131,9 @@ def export_model(
         _finish_folder(build_dir)
         faults.reached("export:replace")
         _replace_folder(build_dir, out_dir)
+    except OSError as exc:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        raise no_space_error(exc, out_dir) or exc
     except BaseException:
         shutil.rmtree(build_dir, ignore_errors=True)
         raise
