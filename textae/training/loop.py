@@ -47,6 +47,7 @@ from textae.errors import NoSpaceError, TextaeError
 from textae.training.model import Autoencoder, count_parameters
 from textae.training.run_folder import (
     clean_for_resume,
+    discard_unstarted_run,
     has_checkpoint,
     load_run_configs,
     on_main_then_everywhere,
@@ -131,7 +132,12 @@ def train(
             on_main_then_everywhere(workers, lambda: clean_for_resume(run_dir))
         else:
             on_main_then_everywhere(workers, lambda: prepare_new_run_dir(run_dir, train_config, model_config))
-        trainer = _Trainer(train_config, model_config, run_dir, workers, console, show_progress, resume)
+        try:
+            trainer = _Trainer(train_config, model_config, run_dir, workers, console, show_progress, resume)
+        except TextaeError as exc:
+            if not resume and not isinstance(exc, NoSpaceError) and workers.is_main:
+                discard_unstarted_run(run_dir)
+            raise
         return trainer.run(stop_at_step)
     except NoSpaceError as exc:
         raise NoSpaceError(f"{exc}; free some space, then continue with: textae train --resume --out {run_dir}") from None

@@ -131,6 +131,20 @@ def clean_for_resume(run_dir: Path) -> None:
             (run_dir / name).unlink(missing_ok=True)
 
 
+def discard_unstarted_run(run_dir: Path) -> None:
+    """Undo a new run that failed on a user error before its first checkpoint (an empty corpus, too
+    few sentences), so the same command with the mistake fixed starts cleanly."""
+    if has_checkpoint(run_dir):
+        return
+    for name in (CONFIG_FILE, TOKENIZER_FILE, *UNSAVED_PROGRESS):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / TOKENS_DIR, ignore_errors=True)
+    try:
+        run_dir.rmdir()  # only when nothing else is in it
+    except OSError:
+        pass
+
+
 def _is_leftover(entry: Path) -> bool:
     return (entry.name.startswith(".") and entry.name.endswith(".tmp")) or entry.name.endswith(".building") or entry.name == ".write-test"
 
