@@ -43,6 +43,7 @@ def test_three_kills_resume_to_the_same_weights_bit_for_bit(cli, tiny_corpus: Pa
     assert trials.runs_finished == 1 and trials.weight_differences == [0.0]
 
 
+@pytest.mark.slow
 def test_resume_before_the_first_checkpoint_starts_over_with_the_saved_options(tiny_corpus: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     killed = textae(["train", str(tiny_corpus), "--out", str(run), *TRAIN], Kill(phase="token_store"))
