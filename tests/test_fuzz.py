@@ -84,7 +84,9 @@ def test_reconstruct_gives_one_string_per_sentence(model: TextAE, batch: list[st
         text.encode("utf-8")  # printable and writable: no lone surrogates come back
 
 
-finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
+# subnormals come from the sampled extremes: training sets flush-to-zero for the whole process, and
+# hypothesis refuses to generate subnormal floats under it
+finite = st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=False, width=32)
 extreme = st.sampled_from([0.0, -0.0, 1e-45, -1e-45, 1e-38, 3.4e38, -3.4e38, 1e30, -1e30, 1e6])
 
 
