@@ -182,9 +182,10 @@ class _Trainer:
         self.model = Autoencoder(self.model_config).to(workers.device)
         self.weights = MasterWeights(self.model, train_config.precision)
         self.forward: torch.nn.Module = self.weights.compute
-        if workers.distributed and not self.weights.mixed:  # bf16 all-reduces its fp32 gradients itself
+        if workers.distributed:
+            # bf16: DDP wraps the compute copy and all-reduces its bf16 gradients, as it does fp32 ones
             device_ids = [workers.local_rank] if workers.device.type == "cuda" else None
-            self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+            self.forward = torch.nn.parallel.DistributedDataParallel(self.weights.compute, device_ids=device_ids)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay
         )
@@ -312,7 +313,7 @@ class _Trainer:
             raise TextaeError(f"loss became {loss.item()} at step {self.state.step}; lower --learning-rate")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.weights.gradients_to_master(self.workers.world_size)
+        self.weights.gradients_to_master()  # already averaged over ranks by DDP
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.scheduler.step()

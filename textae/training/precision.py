@@ -17,7 +17,6 @@ import copy
 from collections.abc import Iterator
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from textae.config import TRAINING_PRECISIONS as PRECISIONS
@@ -82,27 +81,19 @@ class MasterWeights:
                 compute.copy_(master)
 
     @torch.no_grad()
-    def gradients_to_master(self, world_size: int = 1) -> None:
-        """Copy the bf16 copy's gradients into float32 master gradients; average them over ranks.
+    def gradients_to_master(self) -> None:
+        """Copy the bf16 copy's gradients into float32 master gradients and free the bf16 ones.
 
-        Under torchrun the bf16 copy is not wrapped in DistributedDataParallel: the float32 gradients
-        are all-reduced here instead, as one flat buffer, so the reduction itself loses nothing.
+        Under torchrun the bf16 copy is what DistributedDataParallel wraps, so the gradients arrive
+        here already averaged over ranks. (An earlier version all-reduced the float32 gradients
+        itself, outside DDP; a killed-and-resumed two-process run then hung in mismatched
+        collectives at its end, which DDP's own reduction does not.)
         """
         if not self.mixed:
             return
-        grads = []
         for master, compute in self._pairs():
             if compute.grad is None:
                 master.grad = torch.zeros_like(master)
             else:
                 master.grad = compute.grad.float()
                 compute.grad = None
-            grads.append(master.grad)
-        if world_size > 1:
-            flat = torch.cat([grad.reshape(-1) for grad in grads])
-            dist.all_reduce(flat)
-            flat /= world_size
-            offset = 0
-            for grad in grads:
-                grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
-                offset += grad.numel()
