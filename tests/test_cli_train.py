@@ -60,6 +60,8 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "unknown cell": ([str(tmp / "ok.txt"), "--cell", "transformer"], "cell must be one of lstm, gru, rnn"),
         "not a number": ([str(tmp / "ok.txt"), "--learning-rate", "fast"], "Invalid value for '--learning-rate'"),
         "zero learning rate": ([str(tmp / "ok.txt"), "--learning-rate", "0"], "learning_rate must be positive"),
+        "bad time budget": ([str(tmp / "ok.txt"), "--time-budget", "soon"], "time_budget must be a duration such as 30m"),
+        "unknown optimizer": ([str(tmp / "ok.txt"), "--optimizer", "lbfgs"], "optimizer must be one of adamw, adam, sgd"),
         "bad noise": ([str(tmp / "ok.txt"), "--noise", "blur:0.1"], "noise must look like delete:0.1"),
         "bad dropout": ([str(tmp / "ok.txt"), "--dropout", "2"], "dropout must be in [0, 1)"),
         "resume a non-run": (["--resume", "--out", str(tmp)], "not a textae run folder"),

@@ -11,6 +11,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,9 @@ from textae.training.data import (
     tokenize_corpus,
 )
 from textae.errors import TextaeError
+from textae.training.budget import TimeBudget, format_seconds
 from textae.training.model import Autoencoder, count_parameters
+from textae.training.optimizers import make_optimizer
 from textae.training.schedules import learning_rate_factor, teacher_forcing_ratio
 from textae.tokenizer import decode_batch, load_tokenizer, special_token_ids, train_tokenizer
 
@@ -58,6 +61,7 @@ EVAL_BATCH_SIZE = 128
 # periodic trim, peak RSS wanders by hundreds of MB for reasons unrelated to the corpus. Trimming
 # every step cost 3-5 % of throughput; every 10 steps keeps most of the benefit.
 TRIM_EVERY = 10
+UNPLANNED_STEPS = 1 << 40  # the step count of a time-budgeted run before its pace is measured
 
 
 def release_freed_memory() -> None:
@@ -88,6 +92,8 @@ class TrainingState:
     tokens_seen: float = 0.0  # target tokens over all ranks
     stopped_early: bool = False
     world_size: int = 1  # processes the run was started with (a resume must match)
+    train_seconds: float = 0.0  # wall-clock seconds in the training loop over all sessions (the time budget's)
+    planned_steps: int | None = None  # under a time budget: the step count the schedule ends at
     losses_since_record: list[float] = field(default_factory=list)  # metrics.jsonl logs their mean
 
 
@@ -99,8 +105,10 @@ def train(
     show_progress: bool = True,
     console: Console | None = None,
     stop_at_step: int | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
-    """Train (or resume) a run and return its summary. stop_at_step simulates a killed run.
+    """Train (or resume) a run and return its summary. stop_at_step simulates a killed run; clock
+    is what the time budget reads (tests pass a fake one).
 
     Under torchrun every process calls this: each trains on its own shard of every epoch with
     DistributedDataParallel, and only rank 0 writes files and shows progress.
@@ -121,7 +129,8 @@ def train(
         console = console or Console(stderr=True)
         if not resume:
             _on_main_then_everywhere(workers, lambda: _prepare_new_run_dir(run_dir))
-        return _Trainer(train_config, model_config, run_dir, workers, console, show_progress, resume).run(stop_at_step)
+        trainer = _Trainer(train_config, model_config, run_dir, workers, console, show_progress, resume)
+        return trainer.run(stop_at_step, clock)
     finally:
         distributed.stop(workers)
 
@@ -160,23 +169,29 @@ class _Trainer:
         if workers.distributed:
             device_ids = [workers.local_rank] if workers.device.type == "cuda" else None
             self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay
-        )
+        self.optimizer = make_optimizer(self.model.parameters(), train_config)
         self.steps_per_epoch = len(self._my_batches(0))
         if self.steps_per_epoch == 0:
             raise TextaeError(f"{len(self.train_data)} training sentences are too few for {workers.world_size} processes")
-        self.total_steps = train_config.epochs * self.steps_per_epoch
-        if train_config.max_steps:
-            self.total_steps = min(self.total_steps, train_config.max_steps)
-        total = self.total_steps
+        self.time_budget = train_config.time_budget_seconds
+        if self.time_budget is None:
+            self.total_steps = train_config.epochs * self.steps_per_epoch
+            if train_config.max_steps:
+                self.total_steps = min(self.total_steps, train_config.max_steps)
+        else:
+            # a time budget replaces the epoch count; until the step time is measured (within the
+            # warm-up), the run plans for max_steps or for no end
+            self.total_steps = train_config.max_steps or UNPLANNED_STEPS
+        # the lambda reads self.total_steps at every step: a time budget re-plans it as the run goes
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            lambda step: learning_rate_factor(train_config.lr_schedule, step, train_config.warmup_steps, total),
+            lambda step: learning_rate_factor(train_config.lr_schedule, step, train_config.warmup_steps, self.total_steps),
         )
         self.state = TrainingState(world_size=workers.world_size)
         if resume:
             self.state = _restore(run_dir, self.model, self.optimizer, self.scheduler, workers)
+            if self.state.planned_steps is not None:
+                self.total_steps = self.state.planned_steps
             console.print(f"resuming {run_dir} at step {self.state.step}")
         else:
             # each rank draws its own dropout masks and sampling coins
@@ -184,7 +199,9 @@ class _Trainer:
             console.print(
                 f"training {count_parameters(self.model):,} parameters on {len(self.train_data):,} sentences "
                 f"({self.train_data.num_tokens:,} tokens), validating on {len(self.valid_data):,}; "
-                f"{self.total_steps:,} steps on {workers.world_size} process(es), device {workers.device}"
+                + (f"{self.total_steps:,} steps" if self.time_budget is None else f"a time budget of {format_seconds(self.time_budget)}")
+                + f" on {workers.world_size} process(es), device {workers.device}; "
+                f"{train_config.optimizer} at peak learning rate {train_config.peak_learning_rate:g}"
             )
         self.noise = parse_noise(train_config.noise)
         self.metrics = _MetricsLog(run_dir / METRICS_FILE, keep_through_step=self.state.step if resume else None)
@@ -203,10 +220,11 @@ class _Trainer:
         groups = epoch_batch_groups(self.train_data.lengths, self.config.batch_size, self.config.seed, epoch, world)
         return [group[self.workers.rank] for group in groups if len(group) == world]
 
-    def run(self, stop_at_step: int | None) -> dict[str, Any]:
+    def run(self, stop_at_step: int | None, clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
         state, config = self.state, self.config
-        decay_steps = config.teacher_forcing_decay_steps or self.total_steps
-        task = self.progress.add_task("train", total=self.total_steps, completed=state.step, loss=float("nan"), tps=0.0, tf=1.0)
+        self.budget = TimeBudget(self.time_budget, state.train_seconds, max_steps=config.max_steps, clock=clock)
+        shown_total = None if self.total_steps == UNPLANNED_STEPS else self.total_steps
+        task = self.progress.add_task("train", total=shown_total, completed=state.step, loss=float("nan"), tps=0.0, tf=1.0)
         window_tokens, window_start = 0.0, time.perf_counter()
         interrupted = False
         try:
@@ -218,9 +236,10 @@ class _Trainer:
                             break
                         ratio = teacher_forcing_ratio(
                             config.teacher_forcing_schedule, state.step, config.teacher_forcing_start,
-                            config.teacher_forcing_end, decay_steps,
+                            config.teacher_forcing_end, config.teacher_forcing_decay_steps or self.total_steps,
                         )  # fmt: skip
                         loss, tokens = self._step(indices, ratio)
+                        self._follow_budget(task)
                         if state.step % TRIM_EVERY == 0:
                             release_freed_memory()
                         state.tokens_seen += tokens
@@ -247,7 +266,7 @@ class _Trainer:
                     else:  # the epoch ran to its end
                         state.epoch += 1
                         state.batch_in_epoch = 0
-                        if state.epoch >= config.epochs:
+                        if state.epoch >= config.epochs and self.time_budget is None:
                             break
                         continue
                     break  # step limit, simulated kill or early stop inside the epoch
@@ -266,7 +285,20 @@ class _Trainer:
         in_sync = self._ranks_in_sync()
         if not self.workers.is_main:
             return {"run_dir": str(self.run_dir), "step": state.step, "finished": True}
-        return _finish(self.run_dir, state, self.total_steps, self.console, {"processes": self.workers.world_size, "ranks_in_sync": in_sync})
+        extra = {"processes": self.workers.world_size, "ranks_in_sync": in_sync, "optimizer": config.optimizer,
+                 "peak_learning_rate": config.peak_learning_rate, "train_seconds": round(state.train_seconds, 1),
+                 "time_budget_seconds": self.time_budget}  # fmt: skip
+        return _finish(self.run_dir, state, self.total_steps, self.console, extra)
+
+    def _follow_budget(self, task: Any) -> None:
+        """Re-plan the step count for the time budget; rank 0's plan is every rank's plan."""
+        planned = self.budget.observe(self.state.step)
+        if self.time_budget is None:
+            return
+        planned = self.workers.broadcast(planned)
+        if planned is not None and planned != self.total_steps:
+            self.total_steps = self.state.planned_steps = planned
+            self.progress.update(task, total=planned)
 
     def _step(self, indices: np.ndarray, ratio: float) -> tuple[float, float]:
         """One optimisation step; returns (loss, target tokens over all ranks)."""
@@ -297,6 +329,7 @@ class _Trainer:
         state = self.state
         self.last_validated_step = state.step
         stop = False
+        started = self.budget.spent  # as of the step just taken: the fake clocks of the tests tick per reading
         if self.workers.is_main:
             result = evaluate(self.model, self.valid_data, self.config.free_running_sentences)
             self.metrics.write({"type": "valid", "step": state.step, "epoch": state.epoch, **result})
@@ -317,11 +350,13 @@ class _Trainer:
             )
             stop = bool(self.config.patience) and state.validations_without_improvement >= self.config.patience
         release_freed_memory()  # evaluation batches are the largest allocations of a run
+        self.budget.validation_took(self.budget.read_clock() - started)
         decision = self.workers.broadcast((stop, state.best_valid_loss, state.best_step, state.validations_without_improvement))
         stop, state.best_valid_loss, state.best_step, state.validations_without_improvement = decision
         return stop
 
     def _checkpoint(self) -> None:
+        self.state.train_seconds = self.budget.spent  # as of the last step or validation
         rng_states = self.workers.gather(_rng_state(self.workers.device))
         if self.workers.is_main:
             save_checkpoint(
