@@ -84,3 +84,19 @@ def copy_export(source: Path, target: Path) -> Path:
     """A private copy of an export folder, to damage in a test without touching the shared one."""
     shutil.copytree(source, target)
     return target
+
+
+def without_calibration(source: Path, target: Path) -> Path:
+    """A copy of an export as textae wrote it before exports stored calibration (no section, no .npy files)."""
+    import json
+
+    from textae.manifest import MANIFEST_FILE, calibration_files
+
+    folder = copy_export(source, target)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    for name in calibration_files(manifest):
+        (folder / name).unlink()
+        del manifest["files"][name]
+    del manifest["calibration"]
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    return folder

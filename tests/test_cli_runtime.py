@@ -55,6 +55,8 @@ def test_runtime_commands_work_without_torch(random_export: Path, sentences_file
         ["reconstruct", model, TINY_SENTENCES[0], TINY_SENTENCES[1]],
         ["reconstruct", model, "--file", str(sentences_file)],
         ["score", model, str(sentences_file), "--top", "2"],
+        ["score", model, str(sentences_file), "--flag-percentile", "50"],
+        ["generate", model, "-n", "3", "--seed", "0"],
     ]
     done = subprocess.run(
         [sys.executable, "-c", TORCH_FREE_CLI, json.dumps(commands)],
@@ -67,7 +69,7 @@ def test_runtime_commands_work_without_torch(random_export: Path, sentences_file
     assert report["loaded"] == []
     results = report["results"]
     assert [r["code"] for r in results] == [0] * len(commands), results
-    info, embed_npy, embed_jsonl, reconstruct_args, reconstruct_file, score = results
+    info, embed_npy, embed_jsonl, reconstruct_args, reconstruct_file, score, flagged, generated = results
     assert "sha256 verified" in info["out"] and "runtime loads int8" in info["out"]
     runtime = TextAE.load(random_export)
     np.testing.assert_allclose(np.load(tmp_path / "vectors.npy"), runtime.embed(TINY_SENTENCES[:6]), atol=1e-6, rtol=0)
@@ -79,6 +81,8 @@ def test_runtime_commands_work_without_torch(random_export: Path, sentences_file
     assert reconstruct_args["out"].splitlines() == runtime.reconstruct(TINY_SENTENCES[:2])
     assert len(reconstruct_file["out"].splitlines()) == 6
     assert len(score["out"].splitlines()) == 2
+    assert "50th percentile" in flagged["err"] and 0 < len(flagged["out"].splitlines()) <= 6
+    assert generated["out"].splitlines() == runtime.generate(3, seed=0)
 
 
 def test_score_prints_all_or_flags_top_and_threshold(random_export: Path, sentences_file: Path, cli: Cli) -> None:
@@ -129,7 +133,10 @@ def _latin1(path: Path) -> None:
         (["score", "{model}", "{latin1}"], "latin1.txt:1: not valid UTF-8"),
         (["embed", "{model}", "{good}", "--out", "{tmp}/v.csv"], "v.csv: output must end in .npy or .jsonl"),
         (["embed", "{model}", "{good}", "--out", "{tmp}/no/v.npy"], "output folder does not exist"),
-        (["score", "{model}", "{good}", "--top", "1", "--threshold", "2"], "give --top or --threshold, not both"),
+        (["score", "{model}", "{good}", "--top", "1", "--threshold", "2"], "give one of --top, --threshold and --flag-percentile, not several"),
+        (["score", "{model}", "{good}", "--flag-percentile", "98"], "percentile must be one of 50, 75, 90, 95, 99, 99.5, 99.9"),
+        (["generate", "{model}", "-n", "0"], "number of sentences to generate must be a positive integer"),
+        (["generate", "{model}", "--spread", "-1"], "spread must be a non-negative number"),
         (["reconstruct", "{model}"], "give the sentences as arguments or with --file"),
         (["reconstruct", "{tmp}/nowhere", "hello"], "nowhere: model folder not found"),
         (["info", "{tampered}"], "encoder.onnx: sha256 does not match textae.json"),

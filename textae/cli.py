@@ -241,6 +241,7 @@ def score(
     source: Annotated[str, typer.Argument(metavar="FILE", help="Text file, one sentence a line, or - for standard input.")],
     top: Annotated[Optional[int], typer.Option(metavar="K", help="Print only the K most anomalous lines, highest score first.")] = None,
     threshold: Annotated[Optional[float], typer.Option(metavar="X", help="Print only lines scoring at least X.")] = None,
+    flag_percentile: Annotated[Optional[float], typer.Option(metavar="P", help="Print only lines scoring above the P-th percentile of the run's in-domain validation sentences (stored at export: 50, 75, 90, 95, 99, 99.5, 99.9).")] = None,
     threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
 ) -> None:
@@ -251,11 +252,33 @@ def score(
     from textae.runtime.model import TextAE
     from textae.runtime.files import check_flag_options, flag_anomalies, read_sentences
 
-    check_flag_options(top, threshold)
+    check_flag_options(top, threshold, flag_percentile)
+    loaded = TextAE.load(model, threads, precision)
+    if flag_percentile is not None:
+        threshold = loaded.anomaly_threshold(flag_percentile)
+        typer.echo(f"flagging scores of at least {threshold:.4f}, the {flag_percentile:g}th percentile of in-domain validation sentences", err=True)
     sentences = read_sentences(source)
-    scores = TextAE.load(model, threads, precision).score(sentences)
+    scores = loaded.score(sentences)
     for index in flag_anomalies(scores, top=top, threshold=threshold):
         typer.echo(f"{index + 1}\t{scores[index]:.4f}\t{sentences[index]}")
+
+
+@app.command()
+@user_errors
+def generate(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP)],
+    count: Annotated[int, typer.Option("-n", "--count", metavar="N", help="Sentences to generate.")] = 10,
+    near: Annotated[Optional[str], typer.Option(metavar="SENTENCE", help="Sample around this sentence's vector instead of around the whole distribution.")] = None,
+    spread: Annotated[Optional[float], typer.Option(help="Scale of the sampling noise: times the validation vectors' covariance (default 1.0), or with --near times each dimension's standard deviation (default 0.3).", show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for a repeatable draw (default: a fresh one).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
+    precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
+) -> None:
+    """Print N new sentences decoded from vectors sampled where the run's validation vectors lie (or near --near)."""
+    from textae.runtime.model import TextAE
+
+    for line in TextAE.load(model, threads, precision).generate(count, near=near, spread=spread, seed=seed):
+        typer.echo(line)
 
 
 @app.command()

@@ -13,6 +13,13 @@ size and sha256. Both sides import the names below, so they cannot drift apart.
       decoder_init.onnx           sentence_embedding (B, Z) -> state (S, N, B, H)
       decoder_step.onnx           input_ids (B,), sentence_embedding (B, Z), state -> logits (B, V), next_state
       *.int8.onnx                 the same graphs with int8 weights (only after `--quantize int8`)
+      latent_mean.npy             (Z,) float32: mean of the run's validation vectors      } the manifest's
+      latent_covariance.npy       (Z, Z) float32: their covariance (for generation)       } "calibration"
+
+The optional "calibration" section (absent in exports made before it existed, which still load):
+{"source", "sentences", "score_percentiles": {precision: {"50": score, ..., "99.9": score}},
+"latent_mean", "latent_covariance"}: the anomaly-score distribution of in-domain sentences the
+model never trained on, and the file names of the latent statistics (listed in "files" too).
 """
 
 from __future__ import annotations
@@ -38,6 +45,10 @@ GRAPH_SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "decoder_step": (("input_ids", "sentence_embedding", "state"), ("logits", "next_state")),
 }
 GRAPHS = tuple(GRAPH_SIGNATURES)
+# percentiles of the validation sentences' anomaly scores that an export stores (`score --flag-percentile`)
+CALIBRATION_PERCENTILES = (50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9)
+LATENT_MEAN_FILE = "latent_mean.npy"
+LATENT_COVARIANCE_FILE = "latent_covariance.npy"
 
 _REQUIRED_FIELDS = ("format_version", "model", "special_tokens", "graphs", "precision", "files", "tokenizer")
 
@@ -91,10 +102,24 @@ def load_manifest(folder: Path, *, verify_files: bool = True) -> dict[str, Any]:
                 raise TextaeError(f"{path}: {graph} {precision} file {name} has no checksum in 'files'")
     if manifest["tokenizer"] not in files:
         raise TextaeError(f"{path}: tokenizer file {manifest['tokenizer']} has no checksum in 'files'")
+    for name in calibration_files(manifest):
+        if name not in files:
+            raise TextaeError(f"{path}: calibration file {name} has no checksum in 'files'")
     if verify_files:
         for name, record in files.items():
             _verify_file(folder, name, record)
     return manifest
+
+
+def percentile_key(percentile: float) -> str:
+    """99.0 -> "99", 99.9 -> "99.9": how a percentile is named in the manifest's JSON."""
+    return f"{float(percentile):g}"
+
+
+def calibration_files(manifest: dict[str, Any]) -> list[str]:
+    """The data files the calibration section names (none for exports made before it existed)."""
+    calibration = manifest.get("calibration") or {}
+    return [calibration[key] for key in ("latent_mean", "latent_covariance") if calibration.get(key)]
 
 
 def _verify_file(folder: Path, name: str, record: dict[str, Any]) -> None:
@@ -138,6 +163,20 @@ def describe_manifest(folder: Path, manifest: dict[str, Any]) -> list[tuple[str,
     metrics = training.get("metrics") or {}
     shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(metrics.items()) if not isinstance(v, (dict, list)))
     rows.append(("training", f"run {training.get('run')}, step {training.get('step')}" + (f"; {shown}" if shown else "")))
+    calibration = manifest.get("calibration")
+    if calibration:
+        for precision, percentiles in sorted(calibration["score_percentiles"].items()):
+            shown = ", ".join(f"p{key} {value:.3f}" for key, value in percentiles.items())
+            rows.append((f"anomaly score percentiles ({precision})", shown))
+        rows.append(
+            (
+                "calibrated on",
+                f"{calibration['sentences']:,} {calibration['source']}; latent mean and covariance in "
+                f"{', '.join(calibration_files(manifest))}",
+            )
+        )
+    else:
+        rows.append(("calibration", "none (exported before textae stored it; re-export for --flag-percentile and generate)"))
     quantization = manifest.get("quantization")
     if quantization:
         rows.append(

@@ -42,7 +42,8 @@ from textae.config import ModelConfig, load_json, save_json, to_dict
 from textae.corpus import iter_corpus, resolve_paths
 from textae.errors import TextaeError
 from textae.evaluation.evaluate import row_cosines
-from textae.manifest import FORMAT_VERSION, GRAPH_SIGNATURES, GRAPHS, MANIFEST_FILE, file_record, graph_file_name
+from textae.export.calibration import calibrate, validation_token_ids
+from textae.manifest import FORMAT_VERSION, GRAPH_SIGNATURES, GRAPHS, MANIFEST_FILE, calibration_files, file_record, graph_file_name
 from textae.training.model import Autoencoder
 from textae.runtime.model import TextAE
 from textae.tokenizer import load_tokenizer, special_token_ids
@@ -124,6 +125,10 @@ def export_model(
                 report["quantization"] = _compare_precisions(build_dir, sentences, source)
                 manifest["quantization"] = report["quantization"]
                 _write_manifest(build_dir, manifest, ["fp32", "int8"])
+        precisions = ["fp32", "int8"] if quantize else ["fp32"]
+        with console.status("calibrating anomaly scores and the latent distribution on the validation split"):
+            manifest["calibration"] = calibrate(build_dir, precisions, validation_token_ids(run_dir), sentences, source)
+            _write_manifest(build_dir, manifest, precisions)
         TextAE.load(build_dir)  # the runtime's own checks must accept what was written
         _finish_folder(build_dir)
         _replace_folder(build_dir, out_dir)
@@ -754,6 +759,7 @@ def _manifest(
         "tokenizer": TOKENIZER_FILE,
         "training": training,
         "quantization": None,
+        "calibration": None,
         "files": {},
     }
 
@@ -765,6 +771,7 @@ def _write_manifest(folder: Path, manifest: dict[str, Any], precisions: list[str
     for graph in GRAPHS:
         manifest["graphs"][graph]["files"] = {p: graph_file_name(graph, p) for p in precisions}
         names.extend(graph_file_name(graph, p) for p in precisions)
+    names.extend(calibration_files(manifest))
     manifest["precision"] = precisions[-1]
     manifest["files"] = {name: file_record(folder / name) for name in sorted(names)}
     save_json(folder / MANIFEST_FILE, manifest)

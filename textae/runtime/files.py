@@ -137,8 +137,8 @@ def flag_anomalies(scores: np.ndarray, *, top: int | None = None, threshold: flo
     return list(range(len(scores)))
 
 
-def check_flag_options(top: int | None, threshold: float | None) -> None:
-    if top is not None and threshold is not None:
-        raise TextaeError("give --top or --threshold, not both")
+def check_flag_options(top: int | None, threshold: float | None, percentile: float | None = None) -> None:
+    if sum(option is not None for option in (top, threshold, percentile)) > 1:
+        raise TextaeError("give one of --top, --threshold and --flag-percentile, not several")
     if top is not None and top < 1:
         raise TextaeError(f"--top must be a positive integer, got {top}")

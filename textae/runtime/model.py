@@ -22,7 +22,19 @@ from tokenizers import Tokenizer
 
 from textae.config import ModelConfig, from_dict
 from textae.errors import TextaeError
-from textae.manifest import GRAPH_SIGNATURES, MANIFEST_FILE, PRECISIONS, load_manifest
+from textae.manifest import (
+    GRAPH_SIGNATURES,
+    MANIFEST_FILE,
+    PRECISIONS,
+    load_manifest,
+    percentile_key,
+)
+from textae.runtime.generate import (
+    SPREAD_AROUND_THE_DISTRIBUTION,
+    SPREAD_NEAR_A_SENTENCE,
+    LatentDistribution,
+    check_generate_options,
+)
 from textae.tokenizer import decode_batch, encode_batch, load_tokenizer, special_token_ids
 
 DECODE_METHODS = ("loop", "step")
@@ -43,6 +55,7 @@ class TextAE:
         self.num_threads = num_threads
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._sessions_lock = threading.Lock()
+        self._latent: LatentDistribution | None = None
 
     @classmethod
     def load(cls, path: str | Path, num_threads: int | None = None, precision: str | None = None) -> TextAE:
@@ -81,9 +94,12 @@ class TextAE:
         instead, exactly as the torch model does.
         """
         sentences = _check_sentences(sentences)
+        return self.embed_token_ids(self.tokenize(sentences), batch_size, normalize)
+
+    def embed_token_ids(self, token_ids: Sequence[Sequence[int]], batch_size: int = 64, normalize: bool = False) -> np.ndarray:
+        """embed() for sentences already tokenized (as `tokenize` returns them)."""
         _check_batch_size(batch_size)
-        vectors = np.zeros((len(sentences), self.dim), dtype=np.float32)
-        token_ids = self.tokenize(sentences)
+        vectors = np.zeros((len(token_ids), self.dim), dtype=np.float32)
         for rows in _length_sorted_batches(token_ids, batch_size):
             input_ids, lengths = self._pad([token_ids[row] for row in rows])
             vectors[rows] = self.run_graph("encoder", input_ids=input_ids, lengths=lengths)[0]
@@ -96,13 +112,76 @@ class TextAE:
         """Anomaly score (N,) float32: each sentence's mean per-token negative log-likelihood (tokens
         and <eos>) under the decoder, given the sentence's own vector. Higher is more unusual."""
         sentences = _check_sentences(sentences)
+        return self.score_token_ids(self.tokenize(sentences), batch_size)
+
+    def score_token_ids(self, token_ids: Sequence[Sequence[int]], batch_size: int = 64) -> np.ndarray:
+        """score() for sentences already tokenized (as `tokenize` returns them)."""
         _check_batch_size(batch_size)
-        scores = np.zeros(len(sentences), dtype=np.float32)
-        token_ids = self.tokenize(sentences)
+        scores = np.zeros(len(token_ids), dtype=np.float32)
         for rows in _length_sorted_batches(token_ids, batch_size):
             input_ids, lengths = self._pad([token_ids[row] for row in rows])
             scores[rows] = self.run_graph("decoder_score", input_ids=input_ids, lengths=lengths)[0]
         return scores
+
+    def score_percentiles(self) -> dict[float, float]:
+        """Percentile -> anomaly score of the run's in-domain validation sentences, for this precision
+        (stored at export: {50.0: ..., 99.0: ..., 99.9: ...}); empty for exports made before."""
+        calibration = self.manifest.get("calibration") or {}
+        stored = (calibration.get("score_percentiles") or {}).get(self.precision) or {}
+        return {float(key): float(value) for key, value in stored.items()}
+
+    def anomaly_threshold(self, percentile: float) -> float:
+        """The score above which a sentence is rarer than `percentile` % of in-domain validation sentences."""
+        stored = self.score_percentiles()
+        if not stored:
+            raise TextaeError(f"{self.folder}: this export has no calibrated score percentiles (exported before "
+                              "textae stored them); re-export the run with `textae export`")  # fmt: skip
+        if float(percentile) not in stored:
+            raise TextaeError(f"percentile must be one of {', '.join(percentile_key(p) for p in sorted(stored))} "
+                              f"(the ones this export stores), got {percentile_key(percentile)}")  # fmt: skip
+        return stored[float(percentile)]
+
+    def latent_distribution(self) -> LatentDistribution:
+        """Mean and covariance of the run's validation vectors, read from the export once."""
+        if self._latent is None:
+            calibration = self.manifest.get("calibration") or {}
+            if not calibration.get("latent_mean") or not calibration.get("latent_covariance"):
+                raise TextaeError(f"{self.folder}: this export has no latent statistics (exported before textae "
+                                  "stored them); re-export the run with `textae export`")  # fmt: skip
+            mean, covariance = (
+                _load_array(self.folder / calibration[key]) for key in ("latent_mean", "latent_covariance")
+            )
+            self._latent = LatentDistribution(mean, covariance)
+        return self._latent
+
+    def generate(
+        self,
+        count: int,
+        *,
+        near: str | None = None,
+        spread: float | None = None,
+        seed: int | None = None,
+        max_length: int | None = None,
+        batch_size: int = 64,
+    ) -> list[str]:
+        """count new sentences, greedily decoded from sampled vectors.
+
+        Without `near`: vectors from a Gaussian with the mean and covariance of the run's validation
+        vectors, its spread scaled by `spread` (default 1.0). With `near`: vectors around that
+        sentence's own, each dimension moved by `spread` (default 0.3) times the dimension's
+        standard deviation over the validation vectors. `seed` makes the draw repeatable.
+        """
+        check_generate_options(count, spread)
+        if near is not None and not isinstance(near, str):
+            raise TextaeError(f"near must be a sentence (str), got a {type(near).__name__}")
+        distribution = self.latent_distribution()
+        rng = np.random.default_rng(seed)
+        if near is None:
+            vectors = distribution.sample(count, rng, SPREAD_AROUND_THE_DISTRIBUTION if spread is None else spread)
+        else:
+            centre = self.embed([near])[0]
+            vectors = distribution.sample_near(centre, count, rng, SPREAD_NEAR_A_SENTENCE if spread is None else spread)
+        return self.decode(vectors, batch_size=batch_size, max_length=max_length)
 
     def reconstruct(self, sentences: Sequence[str], batch_size: int = 64, max_length: int | None = None) -> list[str]:
         """Encode each sentence and decode it greedily: what the model remembers of it."""
@@ -178,7 +257,7 @@ class TextAE:
                 break
         return np.stack(steps, axis=1)
 
-    def _pad(self, token_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    def _pad(self, token_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
         lengths = np.array([len(ids) for ids in token_ids], dtype=np.int64)
         # at least one column: a batch of empty sentences still feeds the encoder one <pad> step
         input_ids = np.full((len(token_ids), max(1, int(lengths.max()))), self.config.pad_id, dtype=np.int64)
@@ -233,6 +312,13 @@ class TextAE:
         return session
 
 
+def _load_array(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False).astype(np.float32)
+    except (OSError, ValueError) as exc:
+        raise TextaeError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0][:200]})") from None
+
+
 def _check_sentences(sentences: Sequence[str]) -> list[str]:
     if isinstance(sentences, str):
         raise TextaeError("expected a list of sentences, got a single string; wrap it in a list")
@@ -248,7 +334,7 @@ def _check_batch_size(batch_size: int) -> None:
         raise TextaeError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
-def _length_sorted_batches(token_ids: list[list[int]], batch_size: int) -> list[np.ndarray]:
+def _length_sorted_batches(token_ids: Sequence[Sequence[int]], batch_size: int) -> list[np.ndarray]:
     """Row indices grouped into batches of similar length, so little compute goes to padding."""
     order = np.argsort([len(ids) for ids in token_ids], kind="stable")
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
