@@ -57,6 +57,7 @@ def test_runtime_commands_work_without_torch(random_export: Path, sentences_file
         ["score", model, str(sentences_file), "--top", "2"],
         ["score", model, str(sentences_file), "--flag-percentile", "50"],
         ["generate", model, "-n", "3", "--seed", "0"],
+        ["embed", model, str(sentences_file), "--out", str(tmp_path / "features.jsonl"), "--output", "features", "--precision", "fp32"],
     ]
     done = subprocess.run(
         [sys.executable, "-c", TORCH_FREE_CLI, json.dumps(commands)],
@@ -69,7 +70,7 @@ def test_runtime_commands_work_without_torch(random_export: Path, sentences_file
     assert report["loaded"] == []
     results = report["results"]
     assert [r["code"] for r in results] == [0] * len(commands), results
-    info, embed_npy, embed_jsonl, reconstruct_args, reconstruct_file, score, flagged, generated = results
+    info, embed_npy, embed_jsonl, reconstruct_args, reconstruct_file, score, flagged, generated, features = results
     assert "sha256 verified" in info["out"] and "runtime loads int8" in info["out"]
     runtime = TextAE.load(random_export)
     np.testing.assert_allclose(np.load(tmp_path / "vectors.npy"), runtime.embed(TINY_SENTENCES[:6]), atol=1e-6, rtol=0)
@@ -83,6 +84,20 @@ def test_runtime_commands_work_without_torch(random_export: Path, sentences_file
     assert len(score["out"].splitlines()) == 2
     assert "50th percentile" in flagged["err"] and 0 < len(flagged["out"].splitlines()) <= 6
     assert generated["out"].splitlines() == runtime.generate(3, seed=0)
+    rows = [json.loads(line) for line in (tmp_path / "features.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([row["features"] for row in rows], fp32_features(random_export), atol=1e-6, rtol=0)
+
+
+def fp32_features(export: Path) -> np.ndarray:
+    return TextAE.load(export, precision="fp32").embed(TINY_SENTENCES[:6], output="features")
+
+
+def test_embed_writes_features_when_asked(random_export: Path, sentences_file: Path, tmp_path: Path, cli: Cli) -> None:
+    code, _, err = cli("embed", random_export, sentences_file, "--out", tmp_path / "f.npy", "--output", "features", "--precision", "fp32")
+    assert code == 0, err
+    features = np.load(tmp_path / "f.npy")
+    assert features.shape == (6, TextAE.load(random_export).feature_dim)
+    np.testing.assert_allclose(features, fp32_features(random_export), atol=1e-6, rtol=0)
 
 
 def test_score_prints_all_or_flags_top_and_threshold(random_export: Path, sentences_file: Path, cli: Cli) -> None:
@@ -135,6 +150,7 @@ def _latin1(path: Path) -> None:
         (["embed", "{model}", "{good}", "--out", "{tmp}/no/v.npy"], "output folder does not exist"),
         (["score", "{model}", "{good}", "--top", "1", "--threshold", "2"], "give one of --top, --threshold and --flag-percentile, not several"),
         (["score", "{model}", "{good}", "--flag-percentile", "98"], "percentile must be one of 50, 75, 90, 95, 99, 99.5, 99.9"),
+        (["embed", "{model}", "{good}", "--out", "{tmp}/v.npy", "--output", "hidden"], "output must be one of sentence_embedding, features"),
         (["generate", "{model}", "-n", "0"], "number of sentences to generate must be a positive integer"),
         (["generate", "{model}", "--spread", "-1"], "spread must be a non-negative number"),
         (["reconstruct", "{model}"], "give the sentences as arguments or with --file"),

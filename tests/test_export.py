@@ -19,7 +19,7 @@ import textae.export.folder
 from textae.training.checkpoint import load_model_from_run
 from textae.errors import TextaeError
 from textae.export.folder import export_model
-from textae.manifest import GRAPH_SIGNATURES, GRAPHS, MANIFEST_FILE, graph_file_name, sha256_file
+from textae.manifest import FORMAT_VERSION, GRAPH_SIGNATURES, GRAPHS, MANIFEST_FILE, graph_file_name, sha256_file
 from textae.runtime.model import TextAE
 from textae.tokenizer import decode_batch, encode_batch
 
@@ -58,12 +58,13 @@ def torch_reference(model, runtime: TextAE, sentences: list[str]) -> dict[str, n
     for row, ids in enumerate(token_ids):
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     with torch.no_grad():
-        vectors = model.encode(input_ids, lengths)
+        vectors, features = model.encode_with_features(input_ids, lengths)
         greedy = model.greedy_decode(vectors).tolist()
         scores = model.score(input_ids, lengths)
     eos = model.config.eos_id
     return {
         "vectors": vectors.numpy(),
+        "features": features.numpy(),
         "scores": scores.numpy(),
         "greedy": [row[: row.index(eos)] if eos in row else row for row in greedy],
     }
@@ -79,6 +80,9 @@ def test_runtime_matches_torch(parity_case: tuple[Path, Path]) -> None:
     for batch_size in (1, 33):
         vectors = runtime.embed(sentences, batch_size=batch_size)
         np.testing.assert_allclose(vectors, reference["vectors"], atol=TOLERANCE, rtol=0)
+        features = runtime.embed(sentences, batch_size=batch_size, output="features")
+        assert features.shape == (len(sentences), runtime.feature_dim)
+        np.testing.assert_allclose(features, reference["features"], atol=TOLERANCE, rtol=0)
         np.testing.assert_allclose(runtime.score(sentences, batch_size=batch_size), reference["scores"], atol=TOLERANCE, rtol=0)
     for method in ("loop", "step"):
         assert runtime.greedy_ids(reference["vectors"], method=method) == reference["greedy"]
@@ -87,7 +91,7 @@ def test_runtime_matches_torch(parity_case: tuple[Path, Path]) -> None:
 
 def test_graphs_have_dynamic_axes_and_the_manifest_describes_them(random_export: Path) -> None:
     manifest = json.loads((random_export / MANIFEST_FILE).read_text())
-    assert manifest["format_version"] == 1 and manifest["opset"] == 17
+    assert manifest["format_version"] == FORMAT_VERSION == 2 and manifest["opset"] == 17
     assert manifest["training"]["run"] and manifest["special_tokens"]["eos_id"] == manifest["model"]["eos_id"]
     for graph in GRAPHS:
         entry = manifest["graphs"][graph]
@@ -123,7 +127,7 @@ def test_export_that_fails_a_check_writes_nothing(random_run: Path, random_expor
     export_model(random_run, out_dir, console=Console(file=io.StringIO()))
     before = (out_dir / MANIFEST_FILE).read_bytes()
     encode = textae.export.folder._EncoderGraph.forward
-    monkeypatch.setattr(textae.export.folder._EncoderGraph, "forward", lambda self, *args: encode(self, *args) * 1.01)
+    monkeypatch.setattr(textae.export.folder._EncoderGraph, "forward", lambda self, *args: tuple(t * 1.01 for t in encode(self, *args)))
     with pytest.raises(TextaeError, match=r"export check failed: encoder differs from torch by [0-9.e-]+ \(max abs"):
         export_model(random_run, out_dir, console=Console(file=io.StringIO()))
     assert (out_dir / MANIFEST_FILE).read_bytes() == before  # the previous export is untouched

@@ -202,15 +202,18 @@ def embed(
     out: Annotated[Path, typer.Option(help="Output file: .npy (N x D float32) or .jsonl (text and vector per line).")],
     batch_size: Annotated[int, typer.Option(help="Sentences per onnxruntime call.")] = 64,
     normalize: Annotated[bool, typer.Option(help="Scale every vector to unit length.")] = False,
+    output: Annotated[str, typer.Option(help="sentence_embedding (the latent vector) or features (mean and max of the encoder's top-layer states, 2 x hidden x directions wide).")] = "sentence_embedding",
     threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
 ) -> None:
-    """Write one sentence vector per non-empty input line."""
+    """Write one sentence vector (or feature vector) per non-empty input line."""
     from textae.runtime.model import TextAE
     from textae.runtime.files import check_embedding_output, embed_file
 
     check_embedding_output(out)
-    count = embed_file(TextAE.load(model, threads, precision), source, out, batch_size=batch_size, normalize=normalize)
+    loaded = TextAE.load(model, threads, precision)
+    loaded.embed([], output=output)  # refuse an unknown output, or features an old export lacks, before reading
+    count = embed_file(loaded, source, out, batch_size=batch_size, normalize=normalize, output=output)
     typer.echo(f"embedded {count} sentences into {out}", err=True)
 
 

@@ -51,6 +51,11 @@ class ModelConfig:
     eos_id: int = 2  # id of <eos>, the decoder's last target
     unk_id: int = 3  # id of <unk> (byte-level BPE never needs it; kept for foreign tokenizers)
 
+    @property
+    def feature_dim(self) -> int:
+        """Width of the encoder's features: masked mean and max of the top layer's states (D * H each)."""
+        return 2 * (2 if self.bidirectional else 1) * self.hidden_size
+
     def validate(self) -> None:
         _check_choice("cell", self.cell, CELLS)
         _check_choice("pooling", self.pooling, POOLINGS)

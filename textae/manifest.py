@@ -7,7 +7,7 @@ size and sha256. Both sides import the names below, so they cannot drift apart.
     EXPORT_DIR/
       textae.json                 this manifest
       tokenizer.json              the run's tokenizer
-      encoder.onnx                input_ids (B, T), lengths (B,) -> sentence_embedding (B, Z)
+      encoder.onnx                input_ids (B, T), lengths (B,) -> sentence_embedding (B, Z), features (B, F)
       decoder_greedy.onnx         sentence_embedding (B, Z), max_length () -> token_ids (B, L), one Loop
       decoder_score.onnx          input_ids (B, T), lengths (B,) -> score (B,): mean token NLL
       decoder_init.onnx           sentence_embedding (B, Z) -> state (S, N, B, H)
@@ -31,20 +31,27 @@ from typing import Any
 from textae.config import load_json
 from textae.errors import TextaeError
 
-FORMAT_VERSION = 1  # bump when a reader of the previous version could misread the folder
+FORMAT_VERSION = 2  # bump when a reader of the previous version could misread the folder
+# Version 2 added the encoder's second output `features` (F = 2 * directions * hidden: masked mean
+# and max of the top layer's states) and the optional "calibration" section. A version-1 reader
+# would refuse the encoder's extra output at load; with the bump it says why. This version still
+# reads version-1 folders: their encoder has no features and they have no calibration.
+READABLE_FORMAT_VERSIONS = (1, 2)
 MANIFEST_FILE = "textae.json"
 TOKENIZER_FILE = "tokenizer.json"
 PRECISIONS = ("fp32", "int8")
 
 # graph name -> (input names, output names); the export names every graph's inputs and outputs this way
 GRAPH_SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "encoder": (("input_ids", "lengths"), ("sentence_embedding",)),
+    "encoder": (("input_ids", "lengths"), ("sentence_embedding", "features")),
     "decoder_greedy": (("sentence_embedding", "max_length"), ("token_ids",)),
     "decoder_score": (("input_ids", "lengths"), ("score",)),
     "decoder_init": (("sentence_embedding",), ("state",)),
     "decoder_step": (("input_ids", "sentence_embedding", "state"), ("logits", "next_state")),
 }
 GRAPHS = tuple(GRAPH_SIGNATURES)
+# format version -> graph -> the outputs it had then, where they differ from GRAPH_SIGNATURES
+EARLIER_GRAPH_OUTPUTS: dict[int, dict[str, tuple[str, ...]]] = {1: {"encoder": ("sentence_embedding",)}}
 # percentiles of the validation sentences' anomaly scores that an export stores (`score --flag-percentile`)
 CALIBRATION_PERCENTILES = (50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9)
 LATENT_MEAN_FILE = "latent_mean.npy"
@@ -84,10 +91,10 @@ def load_manifest(folder: Path, *, verify_files: bool = True) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise TextaeError(f"{path}: expected a JSON object")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_FORMAT_VERSIONS:
         raise TextaeError(
-            f"{path}: format_version {version!r} is not supported (this textae reads {FORMAT_VERSION}); "
-            "re-export the model with this version of textae"
+            f"{path}: format_version {version!r} is not supported (this textae reads "
+            f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}); re-export the model with this version of textae"
         )
     missing = [name for name in _REQUIRED_FIELDS if name not in manifest]
     if missing:
@@ -109,6 +116,12 @@ def load_manifest(folder: Path, *, verify_files: bool = True) -> dict[str, Any]:
         for name, record in files.items():
             _verify_file(folder, name, record)
     return manifest
+
+
+def graph_signature(graph: str, format_version: int = FORMAT_VERSION) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(input names, output names) of a graph in a folder of the given format version."""
+    inputs, outputs = GRAPH_SIGNATURES[graph]
+    return inputs, EARLIER_GRAPH_OUTPUTS.get(format_version, {}).get(graph, outputs)
 
 
 def percentile_key(percentile: float) -> str:

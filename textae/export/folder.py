@@ -157,8 +157,8 @@ class _EncoderGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: Tensor, lengths: Tensor) -> Tensor:
-        return self.model.encode(input_ids, lengths)  # (B, Z)
+    def forward(self, input_ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        return self.model.encode_with_features(input_ids, lengths)  # (B, Z), (B, F)
 
 
 class _ScoreGraph(nn.Module):
@@ -336,7 +336,8 @@ def _graph_shapes(config: ModelConfig) -> GraphShapes:
     ids, lengths = ("int64", ["batch", "sequence"]), ("int64", ["batch"])
     embedding = ("float32", ["batch", latent])
     return {
-        "encoder": {"input_ids": ids, "lengths": lengths, "sentence_embedding": embedding},
+        "encoder": {"input_ids": ids, "lengths": lengths, "sentence_embedding": embedding,
+                    "features": ("float32", ["batch", config.feature_dim])},  # fmt: skip
         "decoder_greedy": {"sentence_embedding": embedding, "max_length": ("int64", []), "token_ids": ("int64", ["batch", "steps"])},
         "decoder_score": {"input_ids": ids, "lengths": lengths, "score": ("float32", ["batch"])},
         "decoder_init": {"sentence_embedding": embedding, "state": state},
@@ -585,7 +586,7 @@ def _check_parity(model: Autoencoder, folder: Path, sentences: list[str]) -> dic
     runtime = TextAE.load(folder, precision="fp32", num_threads=1)
     token_ids = runtime.tokenize(sentences[:PARITY_SENTENCES])
     real = _padded(token_ids, model.config.pad_id)
-    worst = {"embedding_max_abs_diff": 0.0, "score_max_abs_diff": 0.0}
+    worst = {"embedding_max_abs_diff": 0.0, "features_max_abs_diff": 0.0, "score_max_abs_diff": 0.0}
     for input_ids, lengths in (_parity_batch(model.config), real):
         diffs = _check_batch(model, runtime, input_ids, lengths)
         worst = {name: max(worst[name], diffs[name]) for name in worst}
@@ -597,11 +598,13 @@ def _check_batch(model: Autoencoder, runtime: TextAE, input_ids: Tensor, lengths
     feeds = {"input_ids": input_ids.numpy(), "lengths": lengths.numpy()}
     max_length = model.config.max_length + 1
     with torch.no_grad():
-        torch_embedding = model.encode(input_ids, lengths)
+        torch_embedding, torch_features = model.encode_with_features(input_ids, lengths)
         torch_scores = model.score(input_ids, lengths)
         torch_ids = model.greedy_decode(torch_embedding, max_length).numpy()
+    onnx_embedding, onnx_features = runtime.run_graph("encoder", **feeds)
     diffs = {
-        "embedding_max_abs_diff": _max_abs_diff(runtime.run_graph("encoder", **feeds)[0], torch_embedding.numpy(), "encoder", batch),
+        "embedding_max_abs_diff": _max_abs_diff(onnx_embedding, torch_embedding.numpy(), "encoder", batch),
+        "features_max_abs_diff": _max_abs_diff(onnx_features, torch_features.numpy(), "encoder features", batch),
         "score_max_abs_diff": _max_abs_diff(runtime.run_graph("decoder_score", **feeds)[0], torch_scores.numpy(), "decoder_score", batch),
     }
     loop_feeds = {"sentence_embedding": torch_embedding.numpy(), "max_length": np.array(max_length, dtype=np.int64)}
@@ -851,7 +854,8 @@ def _print_report(console: Console, run_dir: Path, out_dir: Path, report: dict[s
     shapes = " and ".join(f"{rows}x{columns}" for rows, columns in parity["batches"])
     console.print(
         f"parity with torch on {shapes} batches: embeddings max |diff| "
-        f"{parity['embedding_max_abs_diff']:.1e}, scores {parity['score_max_abs_diff']:.1e} "
+        f"{parity['embedding_max_abs_diff']:.1e}, features {parity['features_max_abs_diff']:.1e}, "
+        f"scores {parity['score_max_abs_diff']:.1e} "
         f"(tolerance {parity['tolerance']:g}); greedy ids identical (Loop and step graphs)"
     )
     quantization = report["quantization"]

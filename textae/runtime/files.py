@@ -44,10 +44,18 @@ def check_embedding_output(out: Path) -> None:
 
 
 def embed_file(
-    model: TextAE, source: str | Path, out: Path, *, batch_size: int = 64, normalize: bool = False, console: Console | None = None
+    model: TextAE,
+    source: str | Path,
+    out: Path,
+    *,
+    batch_size: int = 64,
+    normalize: bool = False,
+    output: str = "sentence_embedding",
+    console: Console | None = None,
 ) -> int:
     """Embed every line of source into out (.npy: an (N, D) float32 array; .jsonl: one
-    {"text", "sentence_embedding"} object per line); return N. Row i is the i-th non-empty line.
+    {"text", OUTPUT} object per line, OUTPUT "sentence_embedding" or "features"); return N. Row i
+    is the i-th non-empty line.
 
     Streams: lines are read, embedded and written CHUNK_SENTENCES at a time, so memory stays
     constant for any input size (standard input included). The file appears under its name only
@@ -70,6 +78,7 @@ def embed_file(
         disable=not console.is_terminal,  # a log file gets the final count line, not bar redraws
     )
     count = 0
+    width = model.dim if output == "sentence_embedding" else model.feature_dim
 
     def write(tmp: Path) -> None:
         nonlocal count
@@ -77,18 +86,18 @@ def embed_file(
             task = progress.add_task("embedding", total=None, rate=0.0)
             started = time.perf_counter()
             if out.suffix == ".npy":
-                handle.write(_npy_header(0, model.dim))  # rewritten with the real row count at the end
+                handle.write(_npy_header(0, width))  # rewritten with the real row count at the end
             for chunk in chunked(iter_file_lines(path), CHUNK_SENTENCES):
-                vectors = model.embed(chunk, batch_size=batch_size, normalize=normalize)
+                vectors = model.embed(chunk, batch_size=batch_size, normalize=normalize, output=output)
                 if out.suffix == ".npy":
                     handle.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
                 else:
-                    handle.write("".join(_jsonl_line(t, v) for t, v in zip(chunk, vectors)).encode("utf-8"))
+                    handle.write("".join(_jsonl_line(t, v, output) for t, v in zip(chunk, vectors)).encode("utf-8"))
                 count += len(chunk)
                 progress.update(task, completed=count, rate=count / (time.perf_counter() - started))
             if out.suffix == ".npy":
                 handle.seek(0)
-                handle.write(_npy_header(count, model.dim))
+                handle.write(_npy_header(count, width))
 
     atomic_write(out, write)
     return count
@@ -122,8 +131,8 @@ def _npy_header(rows: int, dim: int) -> bytes:
     return prefix + struct.pack("<H", body_length) + body
 
 
-def _jsonl_line(text: str, vector: np.ndarray) -> str:
-    return json.dumps({"text": text, "sentence_embedding": vector.tolist()}, ensure_ascii=False) + "\n"
+def _jsonl_line(text: str, vector: np.ndarray, key: str = "sentence_embedding") -> str:
+    return json.dumps({"text": text, key: vector.tolist()}, ensure_ascii=False) + "\n"
 
 
 def flag_anomalies(scores: np.ndarray, *, top: int | None = None, threshold: float | None = None) -> list[int]:

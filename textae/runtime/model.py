@@ -26,6 +26,7 @@ from textae.manifest import (
     GRAPH_SIGNATURES,
     MANIFEST_FILE,
     PRECISIONS,
+    graph_signature,
     load_manifest,
     percentile_key,
 )
@@ -38,6 +39,7 @@ from textae.runtime.generate import (
 from textae.tokenizer import decode_batch, encode_batch, load_tokenizer, special_token_ids
 
 DECODE_METHODS = ("loop", "step")
+EMBED_OUTPUTS = ("sentence_embedding", "features")  # the encoder's outputs embed() can return
 
 
 class TextAE:
@@ -86,23 +88,40 @@ class TextAE:
 
     # --- public API ---------------------------------------------------------------------------
 
-    def embed(self, sentences: Sequence[str], batch_size: int = 64, normalize: bool = False) -> np.ndarray:
-        """Sentence vectors (N, latent_dim) float32, in input order.
+    @property
+    def feature_dim(self) -> int:
+        """Width of embed(..., output="features"): 2 * directions * hidden_size."""
+        return self.config.feature_dim
+
+    @property
+    def has_features(self) -> bool:
+        """Whether the encoder has the `features` output (exports of format version 1 have not)."""
+        return "features" in graph_signature("encoder", self.manifest["format_version"])[1]
+
+    def embed(
+        self, sentences: Sequence[str], batch_size: int = 64, normalize: bool = False, output: str = "sentence_embedding"
+    ) -> np.ndarray:
+        """Sentence vectors (N, latent_dim) float32, in input order; with output="features", the
+        encoder's features (N, feature_dim): masked mean and max of its top layer's states.
 
         Sentences are stripped, tokenized, truncated to the model's max_length and run in batches of
         similar length. An empty (or blank) sentence has zero tokens: the encoder reads one <pad>
         instead, exactly as the torch model does.
         """
         sentences = _check_sentences(sentences)
-        return self.embed_token_ids(self.tokenize(sentences), batch_size, normalize)
+        self._check_output(output)
+        return self.embed_token_ids(self.tokenize(sentences), batch_size, normalize, output)
 
-    def embed_token_ids(self, token_ids: Sequence[Sequence[int]], batch_size: int = 64, normalize: bool = False) -> np.ndarray:
+    def embed_token_ids(
+        self, token_ids: Sequence[Sequence[int]], batch_size: int = 64, normalize: bool = False, output: str = "sentence_embedding"
+    ) -> np.ndarray:
         """embed() for sentences already tokenized (as `tokenize` returns them)."""
         _check_batch_size(batch_size)
-        vectors = np.zeros((len(token_ids), self.dim), dtype=np.float32)
+        column = self._check_output(output)
+        vectors = np.zeros((len(token_ids), self.dim if column == 0 else self.feature_dim), dtype=np.float32)
         for rows in _length_sorted_batches(token_ids, batch_size):
             input_ids, lengths = self._pad([token_ids[row] for row in rows])
-            vectors[rows] = self.run_graph("encoder", input_ids=input_ids, lengths=lengths)[0]
+            vectors[rows] = self.run_graph("encoder", input_ids=input_ids, lengths=lengths)[column]
         if normalize:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.maximum(norms, np.finfo(np.float32).tiny)
@@ -192,7 +211,7 @@ class TextAE:
         # similar input lengths give similar output lengths, so the Loop's early exit wastes less
         for rows in _length_sorted_batches(token_ids, batch_size):
             input_ids, lengths = self._pad([token_ids[row] for row in rows])
-            (vectors,) = self.run_graph("encoder", input_ids=input_ids, lengths=lengths)
+            vectors = self.run_graph("encoder", input_ids=input_ids, lengths=lengths)[0]
             for row, text in zip(rows, self._decode_texts(vectors, max_length)):
                 texts[row] = text
         return texts
@@ -265,6 +284,15 @@ class TextAE:
             input_ids[row, : len(ids)] = ids
         return input_ids, lengths
 
+    def _check_output(self, output: str) -> int:
+        """The encoder output's position, after checking the name and that this export has it."""
+        if output not in EMBED_OUTPUTS:
+            raise TextaeError(f"output must be one of {', '.join(EMBED_OUTPUTS)}; got {output!r}")
+        if output == "features" and not self.has_features:
+            raise TextaeError(f"{self.folder}: this export's encoder has no features output (exported before textae "
+                              "added it); re-export the run with `textae export` to get them")  # fmt: skip
+        return EMBED_OUTPUTS.index(output)
+
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
@@ -305,7 +333,7 @@ class TextAE:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
             raise TextaeError(f"{path}: onnxruntime cannot load this graph ({str(exc).splitlines()[0][:200]})") from None
-        inputs, outputs = GRAPH_SIGNATURES[graph]
+        inputs, outputs = graph_signature(graph, self.manifest["format_version"])
         found = (tuple(i.name for i in session.get_inputs()), tuple(o.name for o in session.get_outputs()))
         if found != (inputs, outputs):
             raise TextaeError(f"{path}: graph has inputs/outputs {found}, expected {(inputs, outputs)}")
