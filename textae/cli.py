@@ -272,7 +272,7 @@ def generate(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP)],
     count: Annotated[int, typer.Option("-n", "--count", metavar="N", help="Sentences to generate.")] = 10,
     near: Annotated[Optional[str], typer.Option(metavar="SENTENCE", help="Sample around this sentence's vector instead of around the whole distribution.")] = None,
-    spread: Annotated[Optional[float], typer.Option(help="Scale of the sampling noise: times the validation vectors' covariance (default 1.0), or with --near times each dimension's standard deviation (default 0.3).", show_default=False)] = None,
+    spread: Annotated[Optional[float], typer.Option(help="Scale of the sampling noise: times the validation vectors' covariance (default 1.0), or with --near times each dimension's standard deviation (default 0.8).", show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for a repeatable draw (default: a fresh one).")] = None,
     threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,

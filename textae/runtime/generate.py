@@ -15,7 +15,10 @@ import numpy as np
 from textae.errors import TextaeError
 
 SPREAD_AROUND_THE_DISTRIBUTION = 1.0  # default: the validation vectors' own covariance
-SPREAD_NEAR_A_SENTENCE = 0.3  # default: 0.3 of each dimension's standard deviation
+# default: 0.8 of each dimension's standard deviation. The decoder is robust to small moves: on the
+# demo's model, 10 draws around one sentence decoded to 1 distinct sentence at 0.3, 3 at 0.5, 6 at
+# 0.8 (all well formed) and 10 at 1.0 (some no longer well formed)
+SPREAD_NEAR_A_SENTENCE = 0.8
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,9 @@ class LatentDistribution:
         noise = rng.standard_normal((count, self.mean.shape[0]))
         return (self.mean + spread * noise @ self.factor().T).astype(np.float32)
 
-    def sample_near(self, vector: np.ndarray, count: int, rng: np.random.Generator, spread: float = SPREAD_NEAR_A_SENTENCE) -> np.ndarray:
+    def sample_near(
+        self, vector: np.ndarray, count: int, rng: np.random.Generator, spread: float = SPREAD_NEAR_A_SENTENCE
+    ) -> np.ndarray:
         """count vectors around vector: each dimension moved by spread times its standard deviation
         times a standard normal draw, (count, Z) float32."""
         noise = rng.standard_normal((count, self.mean.shape[0]))

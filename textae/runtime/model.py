@@ -187,7 +187,7 @@ class TextAE:
 
         Without `near`: vectors from a Gaussian with the mean and covariance of the run's validation
         vectors, its spread scaled by `spread` (default 1.0). With `near`: vectors around that
-        sentence's own, each dimension moved by `spread` (default 0.3) times the dimension's
+        sentence's own, each dimension moved by `spread` (default 0.8) times the dimension's
         standard deviation over the validation vectors. `seed` makes the draw repeatable.
         """
         check_generate_options(count, spread)
