@@ -11,6 +11,7 @@ it runs in an install without torch (a test imports it with torch blocked).
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -115,13 +116,12 @@ class TextAE:
     def embed_token_ids(
         self, token_ids: Sequence[Sequence[int]], batch_size: int = 64, normalize: bool = False, output: str = "sentence_embedding"
     ) -> np.ndarray:
-        """embed() for sentences already tokenized (as `tokenize` returns them)."""
+        """embed() for sentences already tokenized (as `tokenize` returns them), in length-sorted batches."""
         _check_batch_size(batch_size)
         column = self._check_output(output)
         vectors = np.zeros((len(token_ids), self.dim if column == 0 else self.feature_dim), dtype=np.float32)
         for rows in _length_sorted_batches(token_ids, batch_size):
-            input_ids, lengths = self._pad([token_ids[row] for row in rows])
-            vectors[rows] = self.run_graph("encoder", input_ids=input_ids, lengths=lengths)[column]
+            vectors[rows] = self.embed_ids([token_ids[row] for row in rows], output=output)
         if normalize:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.maximum(norms, np.finfo(np.float32).tiny)
@@ -134,12 +134,11 @@ class TextAE:
         return self.score_token_ids(self.tokenize(sentences), batch_size)
 
     def score_token_ids(self, token_ids: Sequence[Sequence[int]], batch_size: int = 64) -> np.ndarray:
-        """score() for sentences already tokenized (as `tokenize` returns them)."""
+        """score() for sentences already tokenized (as `tokenize` returns them), in length-sorted batches."""
         _check_batch_size(batch_size)
         scores = np.zeros(len(token_ids), dtype=np.float32)
         for rows in _length_sorted_batches(token_ids, batch_size):
-            input_ids, lengths = self._pad([token_ids[row] for row in rows])
-            scores[rows] = self.run_graph("decoder_score", input_ids=input_ids, lengths=lengths)[0]
+            scores[rows] = self.score_ids([token_ids[row] for row in rows])
         return scores
 
     def score_percentiles(self) -> dict[float, float]:
@@ -249,6 +248,31 @@ class TextAE:
         " text " and "text" get the same vector), no special tokens, at most max_length ids."""
         return encode_batch(self.tokenizer, [sentence.strip() for sentence in sentences], self.config.max_length)
 
+    def tokenize_with_truncation(self, sentences: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
+        """`tokenize`, and for each sentence whether it had more than max_length tokens and was cut,
+        so a caller (the HTTP server) can report or refuse truncation instead of hiding it."""
+        limit = self.config.max_length
+        full = encode_batch(self.tokenizer, [sentence.strip() for sentence in sentences], sys.maxsize)
+        return [ids[:limit] for ids in full], [len(ids) > limit for ids in full]
+
+    def embed_ids(
+        self, token_ids: Sequence[Sequence[int]], width: int | None = None, output: str = "sentence_embedding"
+    ) -> np.ndarray:
+        """Vectors (N, latent_dim) float32 of already tokenized sentences, in ONE onnxruntime call
+        (with output="features": the encoder's features, (N, feature_dim)).
+
+        width pads the batch to at least that many columns: a caller that batches can keep the number
+        of distinct input shapes small. The encoder reads `lengths`, so padding never changes a vector.
+        """
+        column = self._check_output(output)
+        input_ids, lengths = self._pad_to(token_ids, width)
+        return self.run_graph("encoder", input_ids=input_ids, lengths=lengths)[column]
+
+    def score_ids(self, token_ids: Sequence[Sequence[int]], width: int | None = None) -> np.ndarray:
+        """Anomaly scores (N,) float32 of already tokenized sentences in one call; width as in embed_ids."""
+        input_ids, lengths = self._pad_to(token_ids, width)
+        return self.run_graph("decoder_score", input_ids=input_ids, lengths=lengths)[0]
+
     def run_graph(self, graph: str, **inputs: np.ndarray) -> list[np.ndarray]:
         """Run one graph of the export on raw arrays; the manifest lists each graph's inputs and shapes."""
         if graph not in GRAPH_SIGNATURES:
@@ -292,6 +316,14 @@ class TextAE:
             raise TextaeError(f"{self.folder}: this export's encoder has no features output (exported before textae "
                               "added it); re-export the run with `textae export` to get them")  # fmt: skip
         return EMBED_OUTPUTS.index(output)
+
+    def _pad_to(self, token_ids: Sequence[Sequence[int]], width: int | None) -> tuple[np.ndarray, np.ndarray]:
+        if len(token_ids) == 0:
+            raise TextaeError("expected at least one tokenized sentence")
+        input_ids, lengths = self._pad([list(ids) for ids in token_ids])
+        if width is not None and width > input_ids.shape[1]:
+            input_ids = np.pad(input_ids, ((0, 0), (0, width - input_ids.shape[1])), constant_values=self.config.pad_id)
+        return input_ids, lengths
 
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
