@@ -29,6 +29,10 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# third-party modules of the optional extras (pyproject.toml) -> the extra that installs them
+_EXTRA_OF_MODULE = {"torch": "train", "onnx": "train", "matplotlib": "train", "sklearn": "eval", "sacrebleu": "eval"}
+
+
 def user_errors(command: F) -> F:
     """Turn a TextaeError into one line on stderr and exit status 2, with no traceback."""
 
@@ -39,11 +43,30 @@ def user_errors(command: F) -> F:
         except TextaeError as exc:
             typer.echo(f"textae: error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except ModuleNotFoundError as exc:  # an install without the extra this command needs
+            extra = _EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
+            if extra is None:
+                raise
+            typer.echo(f'textae: error: this command needs the {extra} extra ({exc.name} is not installed): pip install "textae[{extra}]"', err=True)
+            raise typer.Exit(2) from None
+        except OSError as exc:  # the machine, not textae: a full disk, a read-only or vanished folder
+            typer.echo(f"textae: error: {describe_os_error(exc)}", err=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("textae: interrupted", err=True)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError: the file, what went wrong, the errno name (ENOSPC: "no space left")."""
+    import errno
+
+    where = exc.filename if exc.filename is not None else "writing"
+    code = errno.errorcode.get(exc.errno or 0, "")
+    what = "no space left on the device" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
+    return f"{where}: {what}" + (f" ({code})" if code else "")
 
 
 def main() -> None:

@@ -99,6 +99,7 @@ def load_manifest(folder: Path, *, verify_files: bool = True) -> dict[str, Any]:
     missing = [name for name in _REQUIRED_FIELDS if name not in manifest]
     if missing:
         raise TextaeError(f"{path}: missing field(s) {', '.join(missing)}")
+    _check_shapes(manifest, path)
     files = manifest["files"]
     for graph in GRAPHS:
         entry = manifest["graphs"].get(graph)
@@ -133,6 +134,22 @@ def calibration_files(manifest: dict[str, Any]) -> list[str]:
     """The data files the calibration section names (none for exports made before it existed)."""
     calibration = manifest.get("calibration") or {}
     return [calibration[key] for key in ("latent_mean", "latent_covariance") if calibration.get(key)]
+
+
+def _check_shapes(manifest: dict[str, Any], path: Path) -> None:
+    """The JSON types every reader relies on, so an edited or hostile manifest is one clear error."""
+    expected = {"model": dict, "special_tokens": dict, "graphs": dict, "files": dict, "precision": str, "tokenizer": str}
+    for name, kind in expected.items():
+        if not isinstance(manifest[name], kind):
+            raise TextaeError(f"{path}: field '{name}' must be a JSON {'object' if kind is dict else 'string'}")
+    for graph, entry in manifest["graphs"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("files"), dict):
+            raise TextaeError(f"{path}: graph '{graph}' must be an object with a 'files' object")
+    for name, record in manifest["files"].items():
+        if not isinstance(record, dict):
+            raise TextaeError(f"{path}: the record of file {name!r} must be an object with 'bytes' and 'sha256'")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 31 for v in manifest["special_tokens"].values()):
+        raise TextaeError(f"{path}: special_tokens must map names to non-negative integer ids")
 
 
 def _verify_file(folder: Path, name: str, record: dict[str, Any]) -> None:

@@ -53,6 +53,10 @@ class TextAE:
         self.folder = folder
         self.manifest = manifest
         self.config = from_dict(ModelConfig, manifest["model"], where=str(folder / MANIFEST_FILE))
+        try:
+            self.config.validate()  # an edited manifest must not reach numpy as a shape
+        except (TextaeError, TypeError, ValueError) as exc:
+            raise TextaeError(f"{folder / MANIFEST_FILE}: model config is not valid ({str(exc)[:200]})") from None
         self.tokenizer = tokenizer
         self.precision = precision
         self.num_threads = num_threads
