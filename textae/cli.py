@@ -263,10 +263,10 @@ def info(model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP
     from rich.console import Console
     from rich.table import Table
 
-    from textae.manifest import describe_manifest, load_manifest
+    from textae.manifest import Manifest, describe_manifest
 
     table = Table(show_header=False, box=None)
-    for field, value in describe_manifest(model, load_manifest(model)):
+    for field, value in describe_manifest(model, Manifest.load(model)):
         table.add_row(f"[bold]{field}[/]", value)
     Console().print(table)
 

@@ -13,6 +13,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from textae.config import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, UNK_TOKEN
 from textae.errors import TextaeError
 
+TOKENIZER_FILE = "tokenizer.json"  # its name in a run folder and in an export folder alike
+
 
 def train_tokenizer(sentences: Iterable[str], vocab_size: int) -> Tokenizer:
     """Train byte-level BPE on a stream of sentences; the special tokens get ids 0..3."""
