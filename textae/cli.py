@@ -204,8 +204,8 @@ def embed(
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
 ) -> None:
     """Write one sentence vector per non-empty input line."""
-    from textae.runtime.model import TextAE
     from textae.runtime.files import check_embedding_output, embed_file
+    from textae.runtime.model import TextAE
 
     check_embedding_output(out)
     count = embed_file(TextAE.load(model, threads, precision), source, out, batch_size=batch_size, normalize=normalize)
@@ -222,8 +222,8 @@ def reconstruct(
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
 ) -> None:
     """Print what the model reconstructs from each sentence's vector, one line per sentence."""
-    from textae.runtime.model import TextAE
     from textae.runtime.files import read_sentences
+    from textae.runtime.model import TextAE
 
     if bool(text) == (file is not None):
         raise TextaeError("give the sentences as arguments or with --file, not both")
@@ -246,8 +246,8 @@ def score(
 
     The index counts non-empty lines from 1. Higher scores are sentences the model reconstructs worse.
     """
-    from textae.runtime.model import TextAE
     from textae.runtime.files import check_flag_options, flag_anomalies, read_sentences
+    from textae.runtime.model import TextAE
 
     check_flag_options(top, threshold)
     sentences = read_sentences(source)
@@ -294,7 +294,8 @@ def evaluate(
 
     from rich.console import Console
 
-    from textae.evaluation.evaluate import evaluate_model, print_report
+    from textae.evaluation.evaluate import evaluate_model
+    from textae.evaluation.report import print_report
     from textae.runtime.model import TextAE
 
     report = evaluate_model(

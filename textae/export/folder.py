@@ -43,7 +43,7 @@ from textae.training.checkpoint import CONFIG_FILE, SUMMARY_FILE, TOKENIZER_FILE
 from textae.config import ModelConfig, load_json, save_json, to_dict
 from textae.corpus import iter_corpus, resolve_paths
 from textae.errors import TextaeError
-from textae.evaluation.evaluate import row_cosines
+from textae.evaluation.metrics import row_cosines
 from textae.manifest import FORMAT_VERSION, GRAPH_SIGNATURES, GRAPHS, MANIFEST_FILE, file_record, graph_file_name
 from textae.training.model import Autoencoder
 from textae.runtime.model import TextAE
