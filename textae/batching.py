@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+DEFAULT_BATCH_SIZE = 64  # sentences per onnxruntime call, the runtime's and the CLI's default
+
 
 def pad_batch(token_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """(input_ids (B, T) int64 with <pad> after each row, lengths (B,) int64).

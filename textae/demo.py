@@ -16,6 +16,9 @@ from rich.table import Table
 from textae.config import ModelConfig, TrainConfig
 
 SHIPPED_CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "python-docs.txt"
+DEMO_RUN_DIR = Path("runs/python-docs")
+DEMO_EXPORT_DIR = Path("export/python-docs")
+DEMO_STEPS = 300  # about 2 minutes on 2 cores
 
 # Sentences the demo reconstructs: in the corpus's domain, written for the demo, not in the corpus.
 IN_DOMAIN = [
@@ -33,9 +36,9 @@ OUT_OF_DOMAIN = [
 
 def run_demo(
     corpus: Path = SHIPPED_CORPUS,
-    run_dir: Path = Path("runs/python-docs"),
-    export_dir: Path = Path("export/python-docs"),
-    max_steps: int = 300,
+    run_dir: Path = DEMO_RUN_DIR,
+    export_dir: Path = DEMO_EXPORT_DIR,
+    max_steps: int = DEMO_STEPS,
     threads: int | None = None,
     console: Console | None = None,
 ) -> dict[str, object]:

@@ -28,6 +28,7 @@ from textae.errors import TextaeError
 FORMAT_VERSION = 1  # bump when a reader of the previous version could misread the folder
 MANIFEST_FILE = "textae.json"
 PRECISIONS = ("fp32", "int8")
+DEFAULT_OPSET = 17  # ONNX opset `textae export` writes by default
 
 # graph name -> (input names, output names); the export names every graph's inputs and outputs this way
 GRAPH_SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

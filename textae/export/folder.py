@@ -44,7 +44,7 @@ from textae.config import ModelConfig, load_json, save_json, to_dict
 from textae.corpus import iter_corpus, resolve_paths
 from textae.errors import TextaeError
 from textae.evaluation.metrics import row_cosines
-from textae.manifest import FORMAT_VERSION, GRAPH_SIGNATURES, GRAPHS, MANIFEST_FILE, file_record, graph_file_name
+from textae.manifest import DEFAULT_OPSET, FORMAT_VERSION, GRAPH_SIGNATURES, GRAPHS, MANIFEST_FILE, file_record, graph_file_name
 from textae.training.model import Autoencoder
 from textae.runtime.model import TextAE
 from textae.tokenizer import load_tokenizer, special_token_ids
@@ -81,7 +81,7 @@ def export_model(
     out_dir: Path,
     *,
     quantize: str | None = None,
-    opset: int = 17,
+    opset: int = DEFAULT_OPSET,
     console: Console | None = None,
     sample_sentences: Sequence[str] | None = None,
 ) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from textae.batching import cut_at_eos, length_sorted_batches, pad_batch, unit_rows
+from textae.batching import DEFAULT_BATCH_SIZE, cut_at_eos, length_sorted_batches, pad_batch, unit_rows
 from textae.errors import TextaeError
 from textae.manifest import GRAPH_SIGNATURES, MANIFEST_FILE, PRECISIONS, Manifest
 from textae.tokenizer import decode_batch, encode_batch, load_tokenizer, special_token_ids
@@ -72,7 +72,7 @@ class TextAE:
 
     # --- public API ---------------------------------------------------------------------------
 
-    def embed(self, sentences: Sequence[str], batch_size: int = 64, normalize: bool = False) -> np.ndarray:
+    def embed(self, sentences: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, normalize: bool = False) -> np.ndarray:
         """Sentence vectors (N, latent_dim) float32, in input order.
 
         Sentences are stripped, tokenized, truncated to the model's max_length and run in batches of
@@ -88,7 +88,7 @@ class TextAE:
             vectors[rows] = self.run_graph("encoder", input_ids=input_ids, lengths=lengths)[0]
         return unit_rows(vectors) if normalize else vectors
 
-    def score(self, sentences: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def score(self, sentences: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Anomaly score (N,) float32: each sentence's mean per-token negative log-likelihood (tokens
         and <eos>) under the decoder, given the sentence's own vector. Higher is more unusual."""
         sentences = _check_sentences(sentences)
@@ -100,7 +100,7 @@ class TextAE:
             scores[rows] = self.run_graph("decoder_score", input_ids=input_ids, lengths=lengths)[0]
         return scores
 
-    def reconstruct(self, sentences: Sequence[str], batch_size: int = 64, max_length: int | None = None) -> list[str]:
+    def reconstruct(self, sentences: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None) -> list[str]:
         """Encode each sentence and decode it greedily: what the model remembers of it."""
         sentences = _check_sentences(sentences)
         _check_batch_size(batch_size)
@@ -114,7 +114,7 @@ class TextAE:
                 texts[row] = text
         return texts
 
-    def decode(self, vectors: np.ndarray, batch_size: int = 64, max_length: int | None = None) -> list[str]:
+    def decode(self, vectors: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None) -> list[str]:
         """Greedy text for each row of vectors (N, latent_dim): any point, e.g. between two sentences."""
         vectors = self._check_vectors(vectors)
         _check_batch_size(batch_size)

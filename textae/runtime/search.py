@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from textae.atomic import atomic_write
-from textae.batching import unit_rows
+from textae.batching import DEFAULT_BATCH_SIZE, unit_rows
 from textae.errors import TextaeError
 from textae.manifest import MANIFEST_FILE, sha256_file
 from textae.runtime.files import read_sentences
@@ -81,7 +81,7 @@ class VectorIndex:
     source_sha256: str
 
     @classmethod
-    def build(cls, model: TextAE, source: Path, batch_size: int = 64) -> VectorIndex:
+    def build(cls, model: TextAE, source: Path, batch_size: int = DEFAULT_BATCH_SIZE) -> VectorIndex:
         """Embed every non-empty line of source."""
         source = Path(source)
         texts = read_sentences(source)
