@@ -14,13 +14,14 @@ from numpy.typing import ArrayLike
 DEFAULT_BATCH_SIZE = 64  # sentences per onnxruntime call, the runtime's and the CLI's default
 
 
-def pad_batch(token_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+def pad_batch(token_ids: Sequence[Sequence[int]], pad_id: int, *, min_width: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(input_ids (B, T) int64 with <pad> after each row, lengths (B,) int64).
 
-    T is at least 1: a batch of empty sentences still feeds the encoder one <pad> step, as training does.
+    T is the longest row, but at least min_width: at least 1, since a batch of empty sentences still
+    feeds the encoder one <pad> step, as training does; more when a caller keeps few distinct shapes.
     """
     lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=len(token_ids))
-    input_ids = np.full((len(token_ids), max(1, int(lengths.max(initial=0)))), pad_id, dtype=np.int64)
+    input_ids = np.full((len(token_ids), max(1, min_width, int(lengths.max(initial=0)))), pad_id, dtype=np.int64)
     for row, ids in enumerate(token_ids):
         input_ids[row, : len(ids)] = ids
     return input_ids, lengths

@@ -21,6 +21,7 @@ from textae.errors import TextaeError
 from textae.extras import missing_extra
 from textae.manifest import DEFAULT_OPSET
 from textae.options import OptionGroup, build_config, with_config_options
+from textae.serve.settings import ServeSettings
 
 app = typer.Typer(
     help="Train a recurrent sentence autoencoder, export it to ONNX, and embed/reconstruct/score text.",
@@ -337,3 +338,45 @@ def map_sentences(
     check_map_options(out, method, max_points)
     summary = plot_map(TextAE.load(model, threads, precision), source, out, labelled=labels, method=method, max_points=max_points)
     typer.echo(f"drew {summary.points} sentences into {out}", err=True)
+
+
+# --- serving (serve) ---
+# The HTTP service from the `serve` extra (FastAPI + uvicorn); see textae/serve/.
+
+_S = ServeSettings(model="")
+
+
+@app.command()
+@user_errors
+def serve(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP)],
+    host: Annotated[str, typer.Option(help="Interface to listen on; 0.0.0.0 accepts connections from other machines.")] = _S.host,
+    port: Annotated[int, typer.Option(help="TCP port.")] = _S.port,
+    threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads over all workers (default: the cores this process may use).")] = None,
+    workers: Annotated[int, typer.Option(help="Server processes; each loads the model and gets threads // workers threads.")] = _S.workers,
+    precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
+    max_batch_size: Annotated[int, typer.Option(help="Most sentences in one onnxruntime call.")] = _S.max_batch_size,
+    max_batch_tokens: Annotated[int, typer.Option(help="Most padded tokens (rows x longest row) in one onnxruntime call.")] = _S.max_batch_tokens,
+    max_wait_ms: Annotated[float, typer.Option(help="How long the oldest queued sentence waits for a fuller batch.")] = _S.max_wait_ms,
+    max_inputs: Annotated[int, typer.Option(help="Most sentences (or vectors) per request; more is refused with 422.")] = _S.max_inputs,
+    max_chars: Annotated[int, typer.Option(help="Most characters per input sentence; more is refused with 422.")] = _S.max_chars,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body; more is refused with 413.")] = _S.max_body_bytes,
+    max_queue: Annotated[int, typer.Option(help="Most sentences waiting over all requests; more is refused with 429.")] = _S.max_queue,
+    api_key_file: Annotated[Optional[Path], typer.Option(help="File holding a bearer token that every model route requires (401 otherwise).")] = None,
+    drain_seconds: Annotated[float, typer.Option(help="After SIGTERM, keep serving this long with /ready at 503 before closing.")] = _S.drain_seconds,
+    graceful_timeout: Annotated[float, typer.Option(help="Then wait at most this long for requests in flight.")] = _S.graceful_timeout,
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level: critical, error, warning, info or debug.")] = "info",
+) -> None:
+    """Serve the model over HTTP: OpenAI-compatible /v1/embeddings, /embed, /reconstruct, /score, /decode."""
+    from textae.serve.server import serve as run_server
+
+    if log_level not in ("critical", "error", "warning", "info", "debug"):
+        raise TextaeError(f"--log-level must be critical, error, warning, info or debug, got {log_level!r}")
+    settings = ServeSettings(
+        model=str(model), host=host, port=port, threads=threads, workers=workers, precision=precision,
+        max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms,
+        max_inputs=max_inputs, max_chars=max_chars, max_body_bytes=max_body_bytes, max_queue=max_queue,
+        api_key_file=str(api_key_file) if api_key_file is not None else None,
+        drain_seconds=drain_seconds, graceful_timeout=graceful_timeout,
+    )
+    run_server(settings, log_level=log_level)

@@ -20,6 +20,9 @@ MODULE_EXTRAS = {
     "sacrebleu": "eval",
     "matplotlib": "eval",  # also in train, where the loss plot is skipped without it
     "gensim": "bench",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "prometheus_client": "serve",
 }
 
 

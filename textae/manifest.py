@@ -196,11 +196,6 @@ class Manifest:
         return {**data, **self.other}
 
 
-def load_manifest(folder: Path, *, verify_files: bool = True) -> dict[str, Any]:
-    """textae.json as a plain dict, after the checks of Manifest.load (for code that edits or copies it)."""
-    return Manifest.load(folder, verify_files=verify_files).to_dict()
-
-
 def _verify_file(folder: Path, name: str, record: FileRecord) -> None:
     if Path(name).name != name or name in (".", ".."):
         # a manifest may only name files inside its own folder

@@ -11,6 +11,7 @@ it runs in an install without torch (a test imports it with torch blocked).
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -147,6 +148,27 @@ class TextAE:
         " text " and "text" get the same vector), no special tokens, at most max_length ids."""
         return encode_batch(self.tokenizer, [sentence.strip() for sentence in sentences], self.config.max_length)
 
+    def tokenize_with_truncation(self, sentences: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
+        """`tokenize`, and for each sentence whether it had more than max_length tokens and was cut,
+        so a caller (the HTTP server) can report or refuse truncation instead of hiding it."""
+        limit = self.config.max_length
+        full = encode_batch(self.tokenizer, [sentence.strip() for sentence in sentences], sys.maxsize)
+        return [ids[:limit] for ids in full], [len(ids) > limit for ids in full]
+
+    def embed_ids(self, token_ids: Sequence[Sequence[int]], width: int | None = None) -> np.ndarray:
+        """Vectors (N, latent_dim) float32 of already tokenized sentences, in ONE onnxruntime call.
+
+        width pads the batch to at least that many columns: a caller that batches can keep the number
+        of distinct input shapes small. The encoder reads `lengths`, so padding never changes a vector.
+        """
+        input_ids, lengths = self._pad_to(token_ids, width)
+        return self.run_graph("encoder", input_ids=input_ids, lengths=lengths)[0]
+
+    def score_ids(self, token_ids: Sequence[Sequence[int]], width: int | None = None) -> np.ndarray:
+        """Anomaly scores (N,) float32 of already tokenized sentences in one call; width as in embed_ids."""
+        input_ids, lengths = self._pad_to(token_ids, width)
+        return self.run_graph("decoder_score", input_ids=input_ids, lengths=lengths)[0]
+
     def run_graph(self, graph: str, **inputs: np.ndarray) -> list[np.ndarray]:
         """Run one graph of the export on raw arrays; the manifest lists each graph's inputs and shapes."""
         if graph not in GRAPH_SIGNATURES:
@@ -173,6 +195,11 @@ class TextAE:
             if finished.all():
                 break
         return np.stack(steps, axis=1)
+
+    def _pad_to(self, token_ids: Sequence[Sequence[int]], width: int | None) -> tuple[np.ndarray, np.ndarray]:
+        if len(token_ids) == 0:
+            raise TextaeError("expected at least one tokenized sentence")
+        return pad_batch(token_ids, self.config.pad_id, min_width=width or 1)
 
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
