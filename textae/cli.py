@@ -33,8 +33,9 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+
 def user_errors(command: F) -> F:
-    """Turn a TextaeError into one line on stderr and exit status 2, with no traceback."""
+    """Turn a TextaeError, a missing extra or an OSError into one line on stderr and exit status 2, with no traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -50,11 +51,24 @@ def user_errors(command: F) -> F:
                 raise
             typer.echo(f"textae: error: {error}", err=True)
             raise typer.Exit(2) from None
+        except OSError as exc:  # the machine, not textae: a full disk, a read-only or vanished folder
+            typer.echo(f"textae: error: {describe_os_error(exc)}", err=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("textae: interrupted", err=True)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError: the file, what went wrong, the errno name (ENOSPC: "no space left")."""
+    import errno
+
+    where = exc.filename if exc.filename is not None else "writing"
+    code = errno.errorcode.get(exc.errno or 0, "")
+    what = "no space left on the device" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
+    return f"{where}: {what}" + (f" ({code})" if code else "")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import glob
 import gzip
 import io
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -14,10 +15,13 @@ from textae.errors import TextaeError
 # A sentence longer than this many characters is cut before tokenization: the model only ever sees
 # max_length tokens, and tokenizing a multi-megabyte line in full would waste seconds and memory.
 DEFAULT_MAX_CHARS = 4096
+# A line is read at most this many bytes at a time; the rest of a longer line is skipped, so a
+# file without line breaks (a dump, a disk image) cannot fill memory. Far above DEFAULT_MAX_CHARS.
+MAX_LINE_BYTES = 1 << 20
 
 
 def resolve_paths(patterns: Iterable[str]) -> list[Path]:
-    """Expand globs; every pattern must name at least one readable regular file."""
+    """Expand globs; every pattern must name at least one readable regular file (a corpus is read twice)."""
     paths: list[Path] = []
     for pattern in patterns:
         if glob.has_magic(pattern):
@@ -28,18 +32,25 @@ def resolve_paths(patterns: Iterable[str]) -> list[Path]:
         else:
             candidates = [Path(pattern)]
         for path in candidates:
-            check_readable_file(path)
+            check_readable_file(path, streams=False)
             paths.append(path)
     if not paths:
         raise TextaeError("no corpus file given")
     return paths
 
 
-def check_readable_file(path: Path) -> None:
+def check_readable_file(path: Path, *, streams: bool = True) -> None:
+    """A file textae can read lines from. Pipes and FIFOs (`<(zcat x.gz)`) are streams, read once:
+    fine for commands that read their input once (streams=True), not for training, which reads
+    the corpus twice. Devices (/dev/zero) and sockets are refused: they never end."""
     if not path.exists():
         raise TextaeError(f"{path}: no such file")
     if path.is_dir():
         raise TextaeError(f"{path}: is a directory, expected a text file")
+    if not path.is_file():
+        if not (streams and stat.S_ISFIFO(path.stat().st_mode)):
+            kind = "a FIFO or pipe, which training would have to read twice" if stat.S_ISFIFO(path.stat().st_mode) else "a device or socket"
+            raise TextaeError(f"{path}: not a regular file ({kind}); save the text to a file first")
     if not os.access(path, os.R_OK):
         raise TextaeError(f"{path}: not readable (permission denied)")
 
@@ -60,11 +71,11 @@ def iter_numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
     lineno = 0
     try:
         with _open_binary(path) as handle:
-            for lineno, raw in enumerate(handle, start=1):
+            for lineno, (raw, cut) in enumerate(_bounded_lines(handle), start=1):
                 if b"\x00" in raw:
                     raise TextaeError(f"{path}:{lineno}: contains NUL bytes; this looks like a binary file, not text")
                 try:
-                    text = raw.decode("utf-8")
+                    text = _decode(raw, cut)
                 except UnicodeDecodeError as exc:
                     raise TextaeError(
                         f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
@@ -79,6 +90,29 @@ def iter_numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
         raise TextaeError(f"{path}: is a directory, expected a text file") from None
     except PermissionError:
         raise TextaeError(f"{path}: not readable (permission denied)") from None
+
+
+def _bounded_lines(handle: io.BufferedIOBase) -> Iterator[tuple[bytes, bool]]:
+    """(first MAX_LINE_BYTES bytes of each line, whether the line was longer)."""
+    while True:
+        line = handle.readline(MAX_LINE_BYTES)
+        if not line:
+            return
+        cut = len(line) == MAX_LINE_BYTES and not line.endswith(b"\n")
+        while cut:  # skip the rest of an overlong line
+            rest = handle.readline(MAX_LINE_BYTES)
+            if not rest or rest.endswith(b"\n"):
+                break
+        yield line, cut
+
+
+def _decode(raw: bytes, cut: bool) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if cut and exc.start >= len(raw) - 3:  # the cut split the last character
+            return raw[: exc.start].decode("utf-8")
+        raise
 
 
 def iter_file_lines(path: Path, max_chars: int = DEFAULT_MAX_CHARS) -> Iterator[str]:

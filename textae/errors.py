@@ -3,3 +3,7 @@
 
 class TextaeError(Exception):
     """A user error (bad input, bad option, bad model folder). Its message says what and where."""
+
+
+class NoSpaceError(TextaeError):
+    """A write failed because the disk (or quota) is full; what was there before is unchanged."""

@@ -150,6 +150,7 @@ class Manifest:
         missing = [name for name in _REQUIRED_FIELDS if name not in data]
         if missing:
             raise TextaeError(f"{where}: missing field(s) {', '.join(missing)}")
+        _check_shapes(data, where)
         try:
             files = {name: FileRecord(record.get("bytes"), record.get("sha256")) for name, record in data["files"].items()}
             graphs = {}
@@ -167,9 +168,14 @@ class Manifest:
             raise TextaeError(f"{where}: malformed 'graphs' or 'files' entry") from None
         if data["tokenizer"] not in files:
             raise TextaeError(f"{where}: tokenizer file {data['tokenizer']} has no checksum in 'files'")
+        model = from_dict(ModelConfig, data["model"], where=where)
+        try:
+            model.validate()  # an edited manifest must not reach numpy as a shape
+        except (TextaeError, TypeError, ValueError) as exc:
+            raise TextaeError(f"{where}: model config is not valid ({str(exc)[:200]})") from None
         known = {f.name for f in fields(cls)} - {"other"}
         return cls(
-            format_version=version, model=from_dict(ModelConfig, data["model"], where=where),
+            format_version=version, model=model,
             special_tokens=dict(data["special_tokens"]), graphs=graphs, precision=data["precision"], files=files,
             tokenizer=data["tokenizer"], textae_version=data.get("textae_version"), created=data.get("created"),
             opset=data.get("opset"), producer=data.get("producer"), training=data.get("training"),
@@ -194,6 +200,22 @@ class Manifest:
             "files": {name: {"bytes": record.bytes, "sha256": record.sha256} for name, record in self.files.items()},
         }
         return {**data, **self.other}
+
+
+def _check_shapes(manifest: dict[str, Any], path: Path | str) -> None:
+    """The JSON types every reader relies on, so an edited or hostile manifest is one clear error."""
+    expected = {"model": dict, "special_tokens": dict, "graphs": dict, "files": dict, "precision": str, "tokenizer": str}
+    for name, kind in expected.items():
+        if not isinstance(manifest[name], kind):
+            raise TextaeError(f"{path}: field '{name}' must be a JSON {'object' if kind is dict else 'string'}")
+    for graph, entry in manifest["graphs"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("files"), dict):
+            raise TextaeError(f"{path}: graph '{graph}' must be an object with a 'files' object")
+    for name, record in manifest["files"].items():
+        if not isinstance(record, dict):
+            raise TextaeError(f"{path}: the record of file {name!r} must be an object with 'bytes' and 'sha256'")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 31 for v in manifest["special_tokens"].values()):
+        raise TextaeError(f"{path}: special_tokens must map names to non-negative integer ids")
 
 
 def _verify_file(folder: Path, name: str, record: FileRecord) -> None:

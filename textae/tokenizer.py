@@ -15,6 +15,26 @@ from textae.errors import TextaeError
 
 TOKENIZER_FILE = "tokenizer.json"  # its name in a run folder and in an export folder alike
 
+REPLACEMENT_CHARACTER = "\ufffd"
+
+
+def clean_text(text: str) -> str:
+    """text with every lone surrogate (U+D800..U+DFFF) replaced by U+FFFD.
+
+    Python strings may hold lone surrogates (json.loads("\\ud800"), surrogateescape decoding) that
+    UTF-8, and so the Rust tokenizer, cannot represent. Embedding them as U+FFFD, as a UTF-8 decoder
+    does for bytes it cannot read, beats refusing a whole batch over one character. Training and the
+    runtime both tokenize through encode_batch, so both see the same text. A surrogate pair written
+    as two code points becomes the one character it encodes.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
 
 def train_tokenizer(sentences: Iterable[str], vocab_size: int) -> Tokenizer:
     """Train byte-level BPE on a stream of sentences; the special tokens get ids 0..3."""
@@ -30,7 +50,7 @@ def train_tokenizer(sentences: Iterable[str], vocab_size: int) -> Tokenizer:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(sentences, trainer=trainer)
+    tokenizer.train_from_iterator(map(clean_text, sentences), trainer=trainer)
     return tokenizer
 
 
@@ -62,7 +82,7 @@ def special_token_ids(tokenizer: Tokenizer, where: str = "tokenizer") -> dict[st
 
 def encode_batch(tokenizer: Tokenizer, sentences: Sequence[str], max_length: int) -> list[list[int]]:
     """Token ids of each sentence without special tokens, truncated to max_length."""
-    encodings = tokenizer.encode_batch(list(sentences), add_special_tokens=False)
+    encodings = tokenizer.encode_batch([clean_text(sentence) for sentence in sentences], add_special_tokens=False)
     return [encoding.ids[:max_length] for encoding in encodings]
 
 

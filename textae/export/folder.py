@@ -36,8 +36,8 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
 
-from textae import __version__
-from textae.atomic import ordinary_mode
+from textae import __version__, faults
+from textae.atomic import no_space_error, ordinary_mode
 from textae.batching import cut_at_eos, pad_batch
 from textae.training.checkpoint import CONFIG_FILE, SUMMARY_FILE, TOKENIZER_FILE, load_model_from_run
 from textae.config import ModelConfig, load_json, save_json, to_dict
@@ -107,7 +107,9 @@ def export_model(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
-    build_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    _remove_stale_builds(out_dir)
+    # the pid in the name tells a later export whether the builder is still running
+    build_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{os.getpid()}.", suffix=".partial", dir=out_dir.parent))
     try:
         with console.status("exporting graphs"):
             shapes = _export_graphs(model, build_dir, opset)
@@ -128,7 +130,11 @@ def export_model(
                 _write_manifest(build_dir, manifest, ["fp32", "int8"])
         TextAE.load(build_dir)  # the runtime's own checks must accept what was written
         _finish_folder(build_dir)
+        faults.reached("export:replace")
         _replace_folder(build_dir, out_dir)
+    except OSError as exc:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        raise no_space_error(exc, out_dir) or exc
     except BaseException:
         shutil.rmtree(build_dir, ignore_errors=True)
         raise
@@ -808,10 +814,29 @@ def _finish_folder(folder: Path) -> None:
     folder.chmod(ordinary_mode(folder=True))
 
 
+def _remove_stale_builds(out_dir: Path) -> None:
+    """Delete the build folders of earlier exports to out_dir that were killed (their process is gone)."""
+    prefix = f".{out_dir.name}."
+    for entry in out_dir.parent.iterdir():
+        pid = entry.name[len(prefix) :].split(".", 1)[0]
+        if entry.name.startswith(prefix) and entry.is_dir() and entry.suffix in (".partial", ".old") and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
 def _replace_folder(build_dir: Path, out_dir: Path) -> None:
     """Rename the finished folder into place; an older export there is moved aside, then deleted."""
     if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{os.getpid()}.", suffix=".old", dir=out_dir.parent))
         os.replace(out_dir, old / out_dir.name)
         os.replace(build_dir, out_dir)
         shutil.rmtree(old, ignore_errors=True)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from textae import faults
 from textae.batching import pad_batch
 from textae.corpus import chunked
 from textae.tokenizer import encode_batch
@@ -170,6 +171,7 @@ def build_token_store(
             valid = tokenize_corpus(valid_sentences, tokenizer, max_length)
         sink.flush()
         os.fsync(sink.fileno())
+    faults.reached("token_store")
     np.save(building / "train_offsets.npy", train.offsets)
     np.save(building / "valid_offsets.npy", valid.offsets)
     np.save(building / "valid_tokens.npy", valid.token_ids)

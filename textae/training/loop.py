@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,35 +21,36 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from tokenizers import Tokenizer
 
+from textae import faults
 from textae.atomic import atomic_write_text
 from textae.batching import cut_at_eos, length_sorted_batches
-from textae.config import ModelConfig, TrainConfig, from_dict, load_json, parse_noise, save_json, to_dict
-from textae.corpus import iter_corpus, resolve_paths
-from textae.errors import TextaeError
-from textae.tokenizer import decode_batch, load_tokenizer, special_token_ids, train_tokenizer
+from textae.config import ModelConfig, TrainConfig, parse_noise, save_json, to_dict
+from textae.corpus import resolve_paths
+from textae.errors import NoSpaceError, TextaeError
+from textae.tokenizer import decode_batch, special_token_ids
 from textae.training import distributed
 from textae.training.checkpoint import (
     BEST_FILE,
     CHECKPOINT_FILE,
-    CONFIG_FILE,
     LOSS_PLOT_FILE,
     METRICS_FILE,
     SUMMARY_FILE,
     TOKENIZER_FILE,
-    is_run_dir,
     load_checkpoint,
     save_checkpoint,
 )
-from textae.training.data import (
-    TokenizedCorpus,
-    build_token_store,
-    collate,
-    epoch_batch_groups,
-    open_token_store,
-    token_store_key,
-    tokenize_corpus,
-)
+from textae.training.data import TokenizedCorpus, collate, epoch_batch_groups, tokenize_corpus
 from textae.training.model import Autoencoder, count_parameters
+from textae.training.run_folder import (
+    clean_for_resume,
+    discard_unstarted_run,
+    has_checkpoint,
+    load_run_configs,
+    on_main_then_everywhere,
+    prepare_data,
+    prepare_new_run_dir,
+    save_run_configs,
+)
 from textae.training.schedules import learning_rate_factor, teacher_forcing_ratio
 
 EVAL_BATCH_SIZE = 128
@@ -88,6 +88,7 @@ class TrainingState:
     tokens_seen: float = 0.0  # target tokens over all ranks
     stopped_early: bool = False
     world_size: int = 1  # processes the run was started with (a resume must match)
+    validated_step: int = -1  # the last step validated (a resume after the final validation skips it)
     losses_since_record: list[float] = field(default_factory=list)  # metrics.jsonl logs their mean
 
 
@@ -102,26 +103,39 @@ def train(
 ) -> dict[str, Any]:
     """Train (or resume) a run and return its summary. stop_at_step simulates a killed run.
 
+    resume=True continues from the run folder's checkpoint, or, when the run was stopped before its
+    first checkpoint, starts it over with the options saved in its config.json (see run_folder).
     Under torchrun every process calls this: each trains on its own shard of every epoch with
     DistributedDataParallel, and only rank 0 writes files and shows progress.
     """
+    faults.reached("start")
+    run_dir = Path(train_config.out)
     if resume:
-        run_dir = Path(train_config.out)
-        train_config, model_config = _load_run_configs(run_dir)
+        train_config, model_config = load_run_configs(run_dir)
     else:
         model_config = model_config or ModelConfig()
         train_config.validate()
         model_config.validate()
-        resolve_paths(train_config.corpus + ([train_config.valid] if train_config.valid else []))  # fail before writing
-        run_dir = Path(train_config.out)
+    resolve_paths(train_config.corpus + ([train_config.valid] if train_config.valid else []))  # fail before writing
     workers = distributed.start(train_config.device)
     try:
         if not workers.is_main:
             console, show_progress = Console(quiet=True), False
         console = console or Console(stderr=True)
-        if not resume:
-            _on_main_then_everywhere(workers, lambda: _prepare_new_run_dir(run_dir))
-        return _Trainer(train_config, model_config, run_dir, workers, console, show_progress, resume).run(stop_at_step)
+        if resume:
+            workers.barrier()  # every rank has seen the folder as the killed run left it
+            on_main_then_everywhere(workers, lambda: clean_for_resume(run_dir))
+        else:
+            on_main_then_everywhere(workers, lambda: prepare_new_run_dir(run_dir, train_config, model_config))
+        try:
+            trainer = _Trainer(train_config, model_config, run_dir, workers, console, show_progress, resume)
+        except TextaeError as exc:
+            if not resume and not isinstance(exc, NoSpaceError) and workers.is_main:
+                discard_unstarted_run(run_dir)
+            raise
+        return trainer.run(stop_at_step)
+    except NoSpaceError as exc:
+        raise NoSpaceError(f"{exc}; free some space, then continue with: textae train --resume --out {run_dir}") from None
     finally:
         distributed.stop(workers)
 
@@ -145,14 +159,16 @@ class _Trainer:
         # Recurrent gradients decay into denormal floats, which slow CPU matmuls by up to 10x.
         torch.set_flush_denormal(True)
 
-        self.tokenizer, self.train_data, self.valid_data = _prepare_data(train_config, run_dir, resume, console, workers)
+        self.tokenizer, self.train_data, self.valid_data = prepare_data(train_config, run_dir, resume, console, workers)
         self.model_config = replace(
             model_config, vocab_size=self.tokenizer.get_vocab_size(), max_length=train_config.max_length,
             **special_token_ids(self.tokenizer),
         )  # fmt: skip
         self.model_config.validate()
-        if not resume and workers.is_main:
-            save_json(run_dir / CONFIG_FILE, {"model": to_dict(self.model_config), "train": to_dict(train_config)})
+        # a resume without a checkpoint starts over, exactly as a fresh run would
+        restore = resume and has_checkpoint(run_dir)
+        if not restore and workers.is_main:
+            save_run_configs(run_dir, train_config, self.model_config)  # now with the tokenizer's sizes and ids
 
         torch.manual_seed(train_config.seed)  # the same initial weights on every rank
         self.model = Autoencoder(self.model_config).to(workers.device)
@@ -175,10 +191,12 @@ class _Trainer:
             lambda step: learning_rate_factor(train_config.lr_schedule, step, train_config.warmup_steps, total),
         )
         self.state = TrainingState(world_size=workers.world_size)
-        if resume:
+        if restore:
             self.state = _restore(run_dir, self.model, self.optimizer, self.scheduler, workers)
             console.print(f"resuming {run_dir} at step {self.state.step}")
         else:
+            if resume:
+                console.print(f"restarting {run_dir} from step 0 with its saved options (it had no checkpoint yet)")
             # each rank draws its own dropout masks and sampling coins
             torch.manual_seed(train_config.seed * 1000 + workers.rank)
             console.print(
@@ -187,9 +205,8 @@ class _Trainer:
                 f"{self.total_steps:,} steps on {workers.world_size} process(es), device {workers.device}"
             )
         self.noise = parse_noise(train_config.noise)
-        self.metrics = _MetricsLog(run_dir / METRICS_FILE, keep_through_step=self.state.step if resume else None)
+        self.metrics = _MetricsLog(run_dir / METRICS_FILE, keep_through_step=self.state.step if restore else None)
         self.progress = _make_progress(console, show_progress)
-        self.last_validated_step = -1
         # bf16 autocast pays off on GPUs; CPU training stays in float32
         self.autocast = workers.device.type == "cuda" and torch.cuda.is_bf16_supported()
 
@@ -221,6 +238,7 @@ class _Trainer:
                             config.teacher_forcing_end, decay_steps,
                         )  # fmt: skip
                         loss, tokens = self._step(indices, ratio)
+                        faults.reached("step")
                         if state.step % TRIM_EVERY == 0:
                             release_freed_memory()
                         state.tokens_seen += tokens
@@ -260,7 +278,7 @@ class _Trainer:
             if interrupted:
                 raise KeyboardInterrupt
             return {"run_dir": str(self.run_dir), "step": state.step, "finished": False}
-        if self.last_validated_step != state.step:
+        if state.validated_step != state.step:
             self._validate()
         self._checkpoint()
         in_sync = self._ranks_in_sync()
@@ -295,10 +313,11 @@ class _Trainer:
     def _validate(self) -> bool:
         """Validate on rank 0 and keep the best weights; True (on every rank) when early stopping says stop."""
         state = self.state
-        self.last_validated_step = state.step
+        state.validated_step = state.step
         stop = False
         if self.workers.is_main:
             result = evaluate(self.model, self.valid_data, self.config.free_running_sentences)
+            faults.reached("validate")
             self.metrics.write({"type": "valid", "step": state.step, "epoch": state.epoch, **result})
             improved = result["loss"] < state.best_valid_loss - 1e-4
             if improved:
@@ -343,19 +362,6 @@ class _Trainer:
         checksum = float(sum(p.detach().double().sum().item() for p in self.model.parameters()))
         checksums = self.workers.gather(checksum)
         return all(value == checksums[0] for value in checksums)
-
-
-def _on_main_then_everywhere(workers: distributed.Workers, action: Any) -> Any:
-    """Run action on rank 0 and let every rank raise its user error, so no rank waits forever."""
-    error = None
-    if workers.is_main:
-        try:
-            action()
-        except TextaeError as exc:
-            error = str(exc)
-    error = workers.broadcast(error)
-    if error:
-        raise TextaeError(error)
 
 
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -418,100 +424,6 @@ def reconstruct(model: Autoencoder, tokenizer: Tokenizer, sentences: list[str]) 
     batch = collate(data, np.arange(len(data)), model.config.pad_id, model.config.eos_id)
     predicted = model.greedy_decode(model.encode(batch.input_ids, batch.lengths))
     return decode_batch(tokenizer, [cut_at_eos(row.tolist(), model.config.eos_id) for row in predicted])
-
-
-# --- set-up ------------------------------------------------------------------------------------
-
-
-def _prepare_new_run_dir(run_dir: Path) -> Path:
-    if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / CONFIG_FILE).exists():
-        raise TextaeError(f"{run_dir}: already holds a run; continue it with --resume or choose another --out")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except FileExistsError:
-        raise TextaeError(f"{run_dir}: exists and is not a folder") from None
-    except OSError as exc:
-        raise TextaeError(f"{run_dir}: cannot write the run folder ({exc.strerror})") from None
-    return run_dir
-
-
-def _load_run_configs(run_dir: Path) -> tuple[TrainConfig, ModelConfig]:
-    if not run_dir.is_dir():
-        raise TextaeError(f"{run_dir}: no such run folder to resume")
-    if not is_run_dir(run_dir) or not (run_dir / CHECKPOINT_FILE).is_file():
-        raise TextaeError(f"{run_dir}: not a textae run folder (needs {CONFIG_FILE}, {TOKENIZER_FILE}, {CHECKPOINT_FILE})")
-    saved = load_json(run_dir / CONFIG_FILE)
-    try:
-        return from_dict(TrainConfig, saved["train"], where=str(run_dir / CONFIG_FILE)), from_dict(
-            ModelConfig, saved["model"], where=str(run_dir / CONFIG_FILE)
-        )
-    except (KeyError, TypeError):
-        raise TextaeError(f"{run_dir / CONFIG_FILE}: not a textae run config") from None
-
-
-def _prepare_data(
-    config: TrainConfig, run_dir: Path, resume: bool, console: Console, workers: distributed.Workers
-) -> tuple[Tokenizer, TokenizedCorpus, TokenizedCorpus]:
-    """Tokenizer and token store are made once, by rank 0, and reused on resume; every rank opens them."""
-    paths = resolve_paths(config.corpus)
-    valid_paths = resolve_paths([config.valid]) if config.valid else []
-    tokenizer_path = run_dir / TOKENIZER_FILE
-    where = ", ".join(map(str, paths))
-
-    def make_tokenizer() -> None:
-        if resume:
-            return
-        if config.tokenizer:
-            load_tokenizer(Path(config.tokenizer))
-            shutil.copyfile(config.tokenizer, tokenizer_path)
-            return
-        with console.status("training the tokenizer"):
-            tokenizer = train_tokenizer(iter_corpus(paths), config.vocab_size)
-        tokenizer.save(str(tokenizer_path))
-
-    _on_main_then_everywhere(workers, make_tokenizer)
-    tokenizer = load_tokenizer(tokenizer_path)
-    settings = {"max_length": config.max_length, "valid_fraction": config.valid_fraction,
-                "max_valid": config.max_valid_sentences, "seed": config.seed}  # fmt: skip
-    store_dir = run_dir / "tokens" / token_store_key(paths, valid_paths, tokenizer_path, settings)
-
-    def make_store() -> None:
-        if store_dir.is_dir():
-            console.print(f"reusing the token store {store_dir}")
-            return
-        with console.status("tokenizing the corpus into the token store"):
-            build_token_store(
-                store_dir, iter_corpus(paths), tokenizer, config.max_length,
-                valid_sentences=iter_corpus(valid_paths) if valid_paths else None,
-                valid_fraction=config.valid_fraction, max_valid=config.max_valid_sentences, seed=config.seed,
-            )  # fmt: skip
-
-    _on_main_then_everywhere(workers, make_store)
-    train_data, valid_data = open_token_store(store_dir)
-    if len(train_data) + len(valid_data) == 0:
-        raise TextaeError(f"{where}: no sentences (the corpus is empty or holds only empty lines)")
-    if len(valid_data) == 0:
-        # a corpus too small for the fraction still gets one validation sentence
-        train_data, valid_data = _split_last(train_data)
-    if len(train_data) < config.batch_size:
-        raise TextaeError(
-            f"{where}: only {len(train_data)} training sentences ({len(valid_data)} more held out for validation), "
-            f"fewer than one batch of {config.batch_size}; lower --batch-size or add text"
-        )
-    return tokenizer, train_data, valid_data
-
-
-def _split_last(data: TokenizedCorpus) -> tuple[TokenizedCorpus, TokenizedCorpus]:
-    last = np.array(data.sentence(len(data) - 1))
-    valid = TokenizedCorpus(np.array([0, len(last)], dtype=np.int64), last)
-    if len(data) == 1:
-        return data, valid
-    cut = int(data.offsets[-2])
-    tokens = data.token_ids[:cut] if data.token_ids is not None else None
-    return TokenizedCorpus(data.offsets[:-1], tokens, data.token_file), valid
 
 
 # --- checkpoints -------------------------------------------------------------------------------
@@ -595,6 +507,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 def _finish(
     run_dir: Path, state: TrainingState, total_steps: int, console: Console, extra: dict[str, Any]
 ) -> dict[str, Any]:
+    faults.reached("finish")
     records = read_metrics(run_dir)
     valid = [r for r in records if r["type"] == "valid"]
     best = next((r for r in valid if r["step"] == state.best_step), valid[-1] if valid else {})
