@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from textae.atomic import atomic_write
+from textae.batching import DEFAULT_BATCH_SIZE
 from textae.corpus import check_readable_file, chunked, iter_file_lines
 from textae.errors import TextaeError
 from textae.runtime.model import TextAE
@@ -44,7 +45,7 @@ def check_embedding_output(out: Path) -> None:
 
 
 def embed_file(
-    model: TextAE, source: str | Path, out: Path, *, batch_size: int = 64, normalize: bool = False, console: Console | None = None
+    model: TextAE, source: str | Path, out: Path, *, batch_size: int = DEFAULT_BATCH_SIZE, normalize: bool = False, console: Console | None = None
 ) -> int:
     """Embed every line of source into out (.npy: an (N, D) float32 array; .jsonl: one
     {"text", "sentence_embedding"} object per line); return N. Row i is the i-th non-empty line.
