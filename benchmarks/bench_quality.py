@@ -60,16 +60,12 @@ from rich.console import Console
 from rich.table import Table
 
 from textae.corpus import iter_corpus, resolve_paths
-from textae.evaluation.evaluate import (
-    auroc,
-    embed_unique,
-    evaluate_sts,
-    import_optional,
-    probe_accuracy,
-    read_labelled_file,
-    reconstruct_ids,
-    summarize_reconstruction,
-)
+from textae.evaluation.metrics import auroc
+from textae.evaluation.probes import probe_accuracy
+from textae.evaluation.readers import read_labelled_file
+from textae.evaluation.reconstruction import reconstruct_ids, summarize_reconstruction
+from textae.evaluation.similarity import embed_unique, evaluate_sts
+from textae.extras import import_optional
 from textae.runtime.model import TextAE
 from textae.tokenizer import encode_batch
 

@@ -12,7 +12,7 @@ from conftest import TINY_SENTENCES
 from export_fixtures import copy_export, without_calibration
 
 from textae.errors import TextaeError
-from textae.manifest import CALIBRATION_PERCENTILES, load_manifest
+from textae.manifest import CALIBRATION_PERCENTILES, Manifest
 from textae.runtime.model import TextAE
 
 Cli = Callable[..., tuple[int, str, str]]
@@ -21,7 +21,7 @@ Cli = Callable[..., tuple[int, str, str]]
 def test_percentiles_are_those_of_the_runs_validation_sentences(trained_export: Path) -> None:
     # the trained run validates on the tiny corpus itself, so its token store's split is TINY_SENTENCES
     model = TextAE.load(trained_export)
-    calibration = model.manifest["calibration"]
+    calibration = model.manifest.calibration
     assert calibration["source"].startswith("validation sentences of the run") and calibration["sentences"] == len(TINY_SENTENCES)
     stored = model.score_percentiles()
     assert list(stored) == list(CALIBRATION_PERCENTILES)
@@ -43,7 +43,7 @@ def test_latent_statistics_are_the_mean_and_covariance_of_validation_vectors(tra
 
 def test_every_precision_gets_its_own_percentiles(random_export: Path) -> None:
     # the random run has no token store: the export's own sample sentences are used, and named
-    calibration = load_manifest(random_export)["calibration"]
+    calibration = Manifest.load(random_export).calibration
     assert set(calibration["score_percentiles"]) == {"fp32", "int8"}
     assert "no validation split" in calibration["source"]
     fp32, int8 = (TextAE.load(random_export, precision=p) for p in ("fp32", "int8"))

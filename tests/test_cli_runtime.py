@@ -3,41 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from blocked_imports import run_cli
 from conftest import TINY_SENTENCES
 from export_fixtures import copy_export
 
 from textae.runtime.model import TextAE
 
 Cli = Callable[..., tuple[int, str, str]]
-
-# Runs each argument list through the real entry point in one interpreter where `import torch` and
-# `import onnx` fail, then reports exit codes, output and which of those modules got loaded.
-TORCH_FREE_CLI = """
-import contextlib, io, json, sys
-sys.modules["torch"] = None
-sys.modules["onnx"] = None
-from textae.cli import main
-results = []
-for args in json.loads(sys.argv[1]):
-    sys.argv = ["textae", *args]
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main()
-        except SystemExit as exit_:
-            code = exit_.code
-    results.append({"code": code, "out": out.getvalue(), "err": err.getvalue()})
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx") and sys.modules[m] is not None)
-print(json.dumps({"results": results, "loaded": loaded}))
-"""
-
 
 @pytest.fixture
 def sentences_file(tmp_path: Path) -> Path:
@@ -59,16 +36,9 @@ def test_runtime_commands_work_without_torch(random_export: Path, sentences_file
         ["generate", model, "-n", "3", "--seed", "0"],
         ["embed", model, str(sentences_file), "--out", str(tmp_path / "features.jsonl"), "--output", "features", "--precision", "fp32"],
     ]
-    done = subprocess.run(
-        [sys.executable, "-c", TORCH_FREE_CLI, json.dumps(commands)],
-        input=sentences_file.read_text(),
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
-    assert report["loaded"] == []
-    results = report["results"]
+    report = run_cli(commands, stdin=sentences_file.read_text())
+    assert report.loaded == []
+    results = report.results
     assert [r["code"] for r in results] == [0] * len(commands), results
     info, embed_npy, embed_jsonl, reconstruct_args, reconstruct_file, score, flagged, generated, features = results
     assert "sha256 verified" in info["out"] and "runtime loads int8" in info["out"]

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+from blocked_imports import run_python
 from conftest import TINY_SENTENCES
 from export_fixtures import copy_export, without_calibration
 
 from textae.errors import TextaeError
 from textae.manifest import MANIFEST_FILE
 from textae.runtime.model import TextAE
-
-# A Python prelude under which `import torch` and `import onnx` raise ImportError, as in a production
-# install that has neither (onnx is a training-side dependency too).
-BLOCK_TORCH = 'import sys; sys.modules["torch"] = None; sys.modules["onnx"] = None\n'
 
 
 @pytest.fixture(scope="session")
@@ -29,18 +24,17 @@ def runtime(random_export: Path) -> TextAE:
 
 
 def test_runtime_runs_where_torch_cannot_be_imported(random_export: Path, runtime: TextAE) -> None:
-    script = BLOCK_TORCH + (
-        "import json\n"
+    script = (
         "from textae.runtime.model import TextAE\n"
         "model = TextAE.load(sys.argv[1], num_threads=1, precision='fp32')\n"
         "sentences = json.loads(sys.argv[2])\n"
         "vectors = model.embed(sentences)\n"
         "print(json.dumps({'vectors': vectors.tolist(), 'scores': model.score(sentences).tolist(),\n"
         "    'reconstructions': model.reconstruct(sentences), 'decoded': model.decode(vectors),\n"
-        "    'loaded': sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx') and sys.modules[m])}))\n"
+        "    'loaded': loaded()}))\n"
     )
     sentences = TINY_SENTENCES[:4] + [""]
-    done = subprocess.run([sys.executable, "-c", script, str(random_export), json.dumps(sentences)], capture_output=True, text=True)
+    done = run_python(script, str(random_export), json.dumps(sentences))
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["loaded"] == []

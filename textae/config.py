@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import io
 import json
 import re
+import textwrap
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,7 +49,7 @@ class ModelConfig:
     dropout: float = 0.0  # dropout on embeddings and between layers (training only)
     tie_embeddings: bool = True  # reuse the input embedding as the output projection
     pooling: str = "final"  # sentence vector from the final state, or mean/max over encoder states
-    reverse_input: bool = True  # encoder reads each sentence back to front (Sutskever et al. 2014)
+    reverse_input: bool = True  # encoder reads each sentence back to front, so the decoder's first words were read last (Sutskever et al. 2014)
     max_length: int = 64  # longest sentence in tokens (longer ones are truncated)
     pad_id: int = 0  # id of <pad>
     bos_id: int = 1  # id of <bos>, the decoder's first input
@@ -67,13 +72,18 @@ class ModelConfig:
             raise TextaeError(f"vocab_size {self.vocab_size} is too small to hold the special tokens")
 
 
+# Set by training, not by the user: the vocabulary and max_length come from the TrainConfig and the
+# tokenizer, the special token ids from the tokenizer (so these are not `textae train` options).
+DERIVED_MODEL_FIELDS = ("vocab_size", "max_length", "pad_id", "bos_id", "eos_id", "unk_id")
+
+
 @dataclass
 class TrainConfig:
     """How to train; saved as config.json in the run folder and inside every checkpoint."""
 
     corpus: list[str] = field(default_factory=list)  # files or globs, plain text or .gz, one sentence a line
     out: str = "runs/textae"  # run folder: checkpoints, metrics, tokenizer, plots
-    valid: str | None = None  # a separate validation file; else valid_fraction of the corpus is held out
+    valid: str | None = None  # a separate validation file (default: hold out valid_fraction of the corpus)
     valid_fraction: float = 0.05  # share of the corpus held out for validation when valid is not given
     max_valid_sentences: int = 2000  # cap on the held-out set so validation stays quick
     free_running_sentences: int = 256  # validation sentences decoded greedily without teacher forcing
@@ -83,18 +93,18 @@ class TrainConfig:
     batch_size: int = 128  # sentences per optimisation step (large batches keep 2 CPU cores busy)
     epochs: int = 10  # passes over the training data (the run also stops at max_steps or early stopping)
     max_steps: int | None = None  # stop after this many optimisation steps
-    time_budget: str | None = None  # e.g. "30m", "2h", "1h30m": plan the schedule for this much training time, stop there
-    optimizer: str = "adamw"  # adamw, adam or sgd (Nesterov momentum 0.9)
-    learning_rate: float | None = None  # peak learning rate (None: the optimizer's, see OPTIMIZER_DEFAULTS)
-    weight_decay: float | None = None  # weight decay (None: 0.01 decoupled for adamw, 0 for adam and sgd)
-    warmup_steps: int = 100  # linear learning-rate warm-up
+    time_budget: str | None = None  # train this long (30m, 2h, 1h30m) instead of for the epochs; the schedule ends at the budget
+    optimizer: str = "adamw"  # adamw, adam or sgd (SGD with Nesterov momentum 0.9)
+    learning_rate: float | None = None  # peak learning rate (default: 2e-3 for adamw and adam, 0.3 for sgd)
+    weight_decay: float | None = None  # weight decay (default: 0.01, decoupled, for adamw; 0 for adam and sgd)
+    warmup_steps: int = 100  # linear learning-rate warm-up steps
     lr_schedule: str = "cosine"  # after warm-up: cosine decay to 10 % of the peak, or constant
     grad_clip: float = 1.0  # clip the global gradient norm to this value
-    teacher_forcing_schedule: str = "linear"  # constant, linear, exponential or inverse_sigmoid
+    teacher_forcing_schedule: str = "linear"  # how the gold-token probability decays: constant, linear, exponential or inverse_sigmoid (Bengio et al. 2015)
     teacher_forcing_start: float = 1.0  # probability of feeding the gold token at step 0
     teacher_forcing_end: float = 0.75  # probability the schedule decays to
     teacher_forcing_decay_steps: int | None = None  # steps to reach the end value (default: the whole run)
-    scheduled_sampling: str = "parallel"  # how predictions are fed: "step" (Bengio) or "parallel" (two-pass)
+    scheduled_sampling: str = "parallel"  # feed predictions step by step ("step", Bengio et al.) or in two parallel passes ("parallel", faster)
     noise: str = ""  # denoising input corruption, e.g. "delete:0.1,swap:0.1,mask:0.1" (targets stay clean)
     eval_every: int = 500  # validate every this many steps
     patience: int = 5  # stop after this many validations without improvement (0 disables)
@@ -179,6 +189,29 @@ def parse_duration(text: str, name: str = "duration") -> float:
     if total <= 0:
         raise TextaeError(f"{name} must be longer than zero, got {text!r}")
     return total
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Field name -> its documentation: metadata["help"] where a field sets it, else the trailing
+    comment every config field carries (what `textae train --help` shows for its option)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # no source (a frozen or compiled install): metadata only
+        source = ""
+    comments = {
+        token.start[0]: token.string.lstrip("#").strip()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    }
+    helps: dict[str, str] = {}
+    for node in ast.parse(source).body[0].body if source else []:
+        # the comment that ends a field's statement (a field(...) call may span several lines)
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.end_lineno in comments:
+            helps[node.target.id] = comments[node.end_lineno]
+    for item in dataclasses.fields(cls):
+        if "help" in item.metadata:
+            helps[item.name] = item.metadata["help"]
+    return helps
 
 
 def to_dict(config: Any) -> dict[str, Any]:

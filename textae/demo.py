@@ -6,6 +6,7 @@ Each stage calls the same library function as its own command (`textae train`, `
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 from pathlib import Path
 
@@ -15,7 +16,22 @@ from rich.table import Table
 
 from textae.config import ModelConfig, TrainConfig
 
-SHIPPED_CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "python-docs.txt"
+CORPUS_FILE = "python-docs.txt"
+
+
+def shipped_corpus() -> Path:
+    """The corpus the package ships: package data `textae.corpora`, which pyproject.toml maps onto the
+    top-level corpora/ folder. Run from a checkout that is not installed, that folder itself."""
+    try:
+        return Path(str(importlib.resources.files("textae.corpora") / CORPUS_FILE))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "corpora" / CORPUS_FILE
+
+
+SHIPPED_CORPUS = shipped_corpus()
+DEMO_RUN_DIR = Path("runs/python-docs")
+DEMO_EXPORT_DIR = Path("export/python-docs")
+DEMO_STEPS = 300  # about 2 minutes on 2 cores
 
 # Sentences in the corpus's domain, written for the demo, not in the corpus.
 IN_DOMAIN = [
@@ -44,9 +60,9 @@ FLAG_PERCENTILES = (95.0, 99.0)
 
 def run_demo(
     corpus: Path = SHIPPED_CORPUS,
-    run_dir: Path = Path("runs/python-docs"),
-    export_dir: Path = Path("export/python-docs"),
-    max_steps: int = 300,
+    run_dir: Path = DEMO_RUN_DIR,
+    export_dir: Path = DEMO_EXPORT_DIR,
+    max_steps: int = DEMO_STEPS,
     threads: int | None = None,
     console: Console | None = None,
     model_config: ModelConfig | None = None,

@@ -25,10 +25,11 @@ model never trained on, and the file names of the latent statistics (listed in "
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from textae.config import load_json
+from textae.config import ModelConfig, from_dict, load_json, to_dict
 from textae.errors import TextaeError
 
 FORMAT_VERSION = 2  # bump when a reader of the previous version could misread the folder
@@ -38,8 +39,8 @@ FORMAT_VERSION = 2  # bump when a reader of the previous version could misread t
 # reads version-1 folders: their encoder has no features and they have no calibration.
 READABLE_FORMAT_VERSIONS = (1, 2)
 MANIFEST_FILE = "textae.json"
-TOKENIZER_FILE = "tokenizer.json"
 PRECISIONS = ("fp32", "int8")
+DEFAULT_OPSET = 17  # ONNX opset `textae export` writes by default
 
 # graph name -> (input names, output names); the export names every graph's inputs and outputs this way
 GRAPH_SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -77,48 +78,6 @@ def file_record(path: Path) -> dict[str, Any]:
     return {"bytes": Path(path).stat().st_size, "sha256": sha256_file(path)}
 
 
-def load_manifest(folder: Path, *, verify_files: bool = True) -> dict[str, Any]:
-    """Read textae.json and check the folder against it; any mismatch is a one-line TextaeError."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise TextaeError(f"{folder}: model folder not found")
-    if not folder.is_dir():
-        raise TextaeError(f"{folder}: not a folder; a textae model is a folder written by `textae export`")
-    path = folder / MANIFEST_FILE
-    if not path.is_file():
-        raise TextaeError(f"{folder}: not a textae export folder (no {MANIFEST_FILE}); create one with `textae export RUN_DIR`")
-    manifest = load_json(path)
-    if not isinstance(manifest, dict):
-        raise TextaeError(f"{path}: expected a JSON object")
-    version = manifest.get("format_version")
-    if version not in READABLE_FORMAT_VERSIONS:
-        raise TextaeError(
-            f"{path}: format_version {version!r} is not supported (this textae reads "
-            f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}); re-export the model with this version of textae"
-        )
-    missing = [name for name in _REQUIRED_FIELDS if name not in manifest]
-    if missing:
-        raise TextaeError(f"{path}: missing field(s) {', '.join(missing)}")
-    _check_shapes(manifest, path)
-    files = manifest["files"]
-    for graph in GRAPHS:
-        entry = manifest["graphs"].get(graph)
-        if entry is None:
-            raise TextaeError(f"{path}: no '{graph}' graph listed")
-        for precision, name in entry["files"].items():
-            if name not in files:
-                raise TextaeError(f"{path}: {graph} {precision} file {name} has no checksum in 'files'")
-    if manifest["tokenizer"] not in files:
-        raise TextaeError(f"{path}: tokenizer file {manifest['tokenizer']} has no checksum in 'files'")
-    for name in calibration_files(manifest):
-        if name not in files:
-            raise TextaeError(f"{path}: calibration file {name} has no checksum in 'files'")
-    if verify_files:
-        for name, record in files.items():
-            _verify_file(folder, name, record)
-    return manifest
-
-
 def graph_signature(graph: str, format_version: int = FORMAT_VERSION) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(input names, output names) of a graph in a folder of the given format version."""
     inputs, outputs = GRAPH_SIGNATURES[graph]
@@ -130,13 +89,167 @@ def percentile_key(percentile: float) -> str:
     return f"{float(percentile):g}"
 
 
-def calibration_files(manifest: dict[str, Any]) -> list[str]:
-    """The data files the calibration section names (none for exports made before it existed)."""
-    calibration = manifest.get("calibration") or {}
-    return [calibration[key] for key in ("latent_mean", "latent_covariance") if calibration.get(key)]
+def calibration_files(calibration: dict[str, Any] | None) -> list[str]:
+    """The data files a manifest's calibration section names (none for exports made before it existed)."""
+    calibration = calibration if isinstance(calibration, dict) else {}
+    return [calibration[key] for key in ("latent_mean", "latent_covariance") if isinstance(calibration.get(key), str)]
 
 
-def _check_shapes(manifest: dict[str, Any], path: Path) -> None:
+@dataclass(frozen=True)
+class TensorInfo:
+    """One graph input or output as the export recorded it; a str dimension is a dynamic axis."""
+
+    name: str
+    dtype: str
+    shape: tuple[str | int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class GraphEntry:
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    files: dict[str, str]  # precision -> file name in the folder
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs], "files": dict(self.files)}
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """textae.json as a typed, checked object: what the runtime, `textae info` and search read.
+
+    The writer (`textae.export`) builds the same JSON; `to_dict` gives it back key for key, and keys
+    this reader does not know are kept in `other`, so a round trip loses nothing.
+    """
+
+    format_version: int
+    model: ModelConfig
+    special_tokens: dict[str, int]  # pad_id, bos_id, eos_id, unk_id
+    graphs: dict[str, GraphEntry]  # graph name -> signature and file per precision
+    precision: str  # the precision TextAE.load picks by default
+    files: dict[str, FileRecord]  # every file of the folder but the manifest itself
+    tokenizer: str  # file name of the tokenizer
+    textae_version: str | None = None
+    created: str | None = None  # ISO 8601, UTC
+    opset: int | None = None
+    producer: dict[str, Any] | None = None  # versions of torch, onnx, onnxruntime that wrote it
+    training: dict[str, Any] | None = None  # run name, step, metrics and summary of the exported run
+    quantization: dict[str, Any] | None = None  # the int8 vs fp32 report, when int8 graphs exist
+    calibration: dict[str, Any] | None = None  # validation score percentiles, latent statistics' files (format 2)
+    other: dict[str, Any] = field(default_factory=dict)  # keys this version does not read
+
+    @property
+    def precisions(self) -> list[str]:
+        """Precisions every graph of the folder exists in (each graph lists the same ones)."""
+        return sorted(self.graphs["encoder"].files)
+
+    def graph_path(self, folder: Path, graph: str, precision: str) -> Path:
+        return Path(folder) / self.graphs[graph].files[precision]
+
+    @classmethod
+    def load(cls, folder: Path, *, verify_files: bool = True) -> Manifest:
+        """Read textae.json and check the folder against it; any mismatch is a one-line TextaeError."""
+        folder = Path(folder)
+        if not folder.exists():
+            raise TextaeError(f"{folder}: model folder not found")
+        if not folder.is_dir():
+            raise TextaeError(f"{folder}: not a folder; a textae model is a folder written by `textae export`")
+        path = folder / MANIFEST_FILE
+        if not path.is_file():
+            raise TextaeError(f"{folder}: not a textae export folder (no {MANIFEST_FILE}); create one with `textae export RUN_DIR`")
+        manifest = cls.from_dict(load_json(path), where=str(path))
+        if verify_files:
+            for name, record in manifest.files.items():
+                _verify_file(folder, name, record)
+        return manifest
+
+    @classmethod
+    def from_dict(cls, data: Any, *, where: str = MANIFEST_FILE) -> Manifest:
+        """Check a parsed textae.json: version, required fields, and a checksum for every listed file."""
+        if not isinstance(data, dict):
+            raise TextaeError(f"{where}: expected a JSON object")
+        version = data.get("format_version")
+        if version not in READABLE_FORMAT_VERSIONS:
+            raise TextaeError(
+                f"{where}: format_version {version!r} is not supported (this textae reads "
+                f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}); re-export the model with this version of textae"
+            )
+        missing = [name for name in _REQUIRED_FIELDS if name not in data]
+        if missing:
+            raise TextaeError(f"{where}: missing field(s) {', '.join(missing)}")
+        _check_shapes(data, where)
+        try:
+            files = {name: FileRecord(record.get("bytes"), record.get("sha256")) for name, record in data["files"].items()}
+            graphs = {}
+            for graph in GRAPHS:
+                entry = data["graphs"].get(graph)
+                if entry is None:
+                    raise TextaeError(f"{where}: no '{graph}' graph listed")
+                for precision, name in entry["files"].items():
+                    if name not in files:
+                        raise TextaeError(f"{where}: {graph} {precision} file {name} has no checksum in 'files'")
+            for graph, entry in data["graphs"].items():
+                inputs, outputs = (tuple(TensorInfo(t["name"], t["dtype"], tuple(t["shape"])) for t in entry[side]) for side in ("inputs", "outputs"))
+                graphs[graph] = GraphEntry(inputs, outputs, dict(entry["files"]))
+        except (AttributeError, KeyError, TypeError):
+            raise TextaeError(f"{where}: malformed 'graphs' or 'files' entry") from None
+        if data["tokenizer"] not in files:
+            raise TextaeError(f"{where}: tokenizer file {data['tokenizer']} has no checksum in 'files'")
+        calibration = data.get("calibration")
+        if calibration is not None and not isinstance(calibration, dict):
+            raise TextaeError(f"{where}: field 'calibration' must be a JSON object")
+        for name in calibration_files(calibration):
+            if name not in files:
+                raise TextaeError(f"{where}: calibration file {name} has no checksum in 'files'")
+        for graph, entry in graphs.items():
+            if graph in GRAPH_SIGNATURES and tuple(t.name for t in entry.outputs) != graph_signature(graph, version)[1]:
+                raise TextaeError(f"{where}: graph '{graph}' lists outputs {[t.name for t in entry.outputs]}, "
+                                  f"expected {list(graph_signature(graph, version)[1])} in format version {version}")  # fmt: skip
+        model = from_dict(ModelConfig, data["model"], where=where)
+        try:
+            model.validate()  # an edited manifest must not reach numpy as a shape
+        except (TextaeError, TypeError, ValueError) as exc:
+            raise TextaeError(f"{where}: model config is not valid ({str(exc)[:200]})") from None
+        known = {f.name for f in fields(cls)} - {"other"}
+        return cls(
+            format_version=version, model=model,
+            special_tokens=dict(data["special_tokens"]), graphs=graphs, precision=data["precision"], files=files,
+            tokenizer=data["tokenizer"], textae_version=data.get("textae_version"), created=data.get("created"),
+            opset=data.get("opset"), producer=data.get("producer"), training=data.get("training"),
+            quantization=data.get("quantization"), calibration=calibration, other={k: v for k, v in data.items() if k not in known},
+        )  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of textae.json (the same keys and values the export wrote)."""
+        data: dict[str, Any] = {
+            "format_version": self.format_version,
+            "textae_version": self.textae_version,
+            "created": self.created,
+            "model": to_dict(self.model),
+            "special_tokens": dict(self.special_tokens),
+            "opset": self.opset,
+            "producer": self.producer,
+            "graphs": {graph: entry.to_dict() for graph, entry in self.graphs.items()},
+            "precision": self.precision,
+            "tokenizer": self.tokenizer,
+            "training": self.training,
+            "quantization": self.quantization,
+            "calibration": self.calibration,
+            "files": {name: {"bytes": record.bytes, "sha256": record.sha256} for name, record in self.files.items()},
+        }
+        return {**data, **self.other}
+
+
+def _check_shapes(manifest: dict[str, Any], path: Path | str) -> None:
     """The JSON types every reader relies on, so an edited or hostile manifest is one clear error."""
     expected = {"model": dict, "special_tokens": dict, "graphs": dict, "files": dict, "precision": str, "tokenizer": str}
     for name, kind in expected.items():
@@ -152,7 +265,7 @@ def _check_shapes(manifest: dict[str, Any], path: Path) -> None:
         raise TextaeError(f"{path}: special_tokens must map names to non-negative integer ids")
 
 
-def _verify_file(folder: Path, name: str, record: dict[str, Any]) -> None:
+def _verify_file(folder: Path, name: str, record: FileRecord) -> None:
     if Path(name).name != name or name in (".", ".."):
         # a manifest may only name files inside its own folder
         raise TextaeError(f"{folder / MANIFEST_FILE}: file name {name!r} points outside the model folder")
@@ -160,40 +273,39 @@ def _verify_file(folder: Path, name: str, record: dict[str, Any]) -> None:
     if not path.is_file():
         raise TextaeError(f"{path}: missing (listed in {MANIFEST_FILE}); re-export or copy the whole folder")
     size = path.stat().st_size
-    if size != record.get("bytes"):
-        raise TextaeError(f"{path}: {size} bytes, but {MANIFEST_FILE} records {record.get('bytes')} (truncated or replaced)")
-    if sha256_file(path) != record.get("sha256"):
+    if size != record.bytes:
+        raise TextaeError(f"{path}: {size} bytes, but {MANIFEST_FILE} records {record.bytes} (truncated or replaced)")
+    if sha256_file(path) != record.sha256:
         raise TextaeError(f"{path}: sha256 does not match {MANIFEST_FILE} (the file changed after export)")
 
 
-def describe_manifest(folder: Path, manifest: dict[str, Any]) -> list[tuple[str, str]]:
+def describe_manifest(folder: Path, manifest: Manifest) -> list[tuple[str, str]]:
     """(field, value) rows that `textae info` prints for a verified export folder."""
-    model = manifest["model"]
-    precisions = sorted(manifest["graphs"]["encoder"]["files"])
-    total = sum(record["bytes"] for record in manifest["files"].values())
+    model = manifest.model
+    total = sum(record.bytes for record in manifest.files.values())
     rows = [
         ("folder", str(folder)),
-        ("format", f"version {manifest['format_version']}, written by textae {manifest.get('textae_version')} on {manifest.get('created')}"),
+        ("format", f"version {manifest.format_version}, written by textae {manifest.textae_version} on {manifest.created}"),
         (
             "model",
-            f"{model['cell']} x{model['num_layers']}{' bidirectional' if model['bidirectional'] else ''}"
-            f"{', reads back to front' if model.get('reverse_input') else ''}, "
-            f"pooling {model['pooling']}, vocab {model['vocab_size']}, embedding {model['embedding_dim']}, "
-            f"hidden {model['hidden_size']}, sentence vector {model['latent_dim']}, max_length {model['max_length']}, "
-            f"{'tied' if model['tie_embeddings'] else 'untied'} embeddings",
+            f"{model.cell} x{model.num_layers}{' bidirectional' if model.bidirectional else ''}"
+            f"{', reads back to front' if model.reverse_input else ''}, "
+            f"pooling {model.pooling}, vocab {model.vocab_size}, embedding {model.embedding_dim}, "
+            f"hidden {model.hidden_size}, sentence vector {model.latent_dim}, max_length {model.max_length}, "
+            f"{'tied' if model.tie_embeddings else 'untied'} embeddings",
         ),
-        ("special tokens", ", ".join(f"{name} {value}" for name, value in manifest["special_tokens"].items())),
-        ("precisions", f"{', '.join(precisions)} (runtime loads {manifest['precision']}); opset {manifest.get('opset')}"),
-        ("files", f"{len(manifest['files'])} files, {total / 1e6:.1f} MB, sizes and sha256 verified"),
+        ("special tokens", ", ".join(f"{name} {value}" for name, value in manifest.special_tokens.items())),
+        ("precisions", f"{', '.join(manifest.precisions)} (runtime loads {manifest.precision}); opset {manifest.opset}"),
+        ("files", f"{len(manifest.files)} files, {total / 1e6:.1f} MB, sizes and sha256 verified"),
     ]
-    for graph, entry in manifest["graphs"].items():
-        signature = ", ".join(_describe_tensor(t) for t in entry["inputs"]) + " -> " + ", ".join(_describe_tensor(t) for t in entry["outputs"])
+    for graph, entry in manifest.graphs.items():
+        signature = ", ".join(map(_describe_tensor, entry.inputs)) + " -> " + ", ".join(map(_describe_tensor, entry.outputs))
         rows.append((graph, signature))
-    training = manifest.get("training") or {}
+    training = manifest.training or {}
     metrics = training.get("metrics") or {}
     shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(metrics.items()) if not isinstance(v, (dict, list)))
     rows.append(("training", f"run {training.get('run')}, step {training.get('step')}" + (f"; {shown}" if shown else "")))
-    calibration = manifest.get("calibration")
+    calibration = manifest.calibration
     if calibration:
         for precision, percentiles in sorted(calibration["score_percentiles"].items()):
             shown = ", ".join(f"p{key} {value:.3f}" for key, value in percentiles.items())
@@ -202,12 +314,12 @@ def describe_manifest(folder: Path, manifest: dict[str, Any]) -> list[tuple[str,
             (
                 "calibrated on",
                 f"{calibration['sentences']:,} {calibration['source']}; latent mean and covariance in "
-                f"{', '.join(calibration_files(manifest))}",
+                f"{', '.join(calibration_files(calibration))}",
             )
         )
     else:
         rows.append(("calibration", "none (exported before textae stored it; re-export for --flag-percentile and generate)"))
-    quantization = manifest.get("quantization")
+    quantization = manifest.quantization
     if quantization:
         rows.append(
             (
@@ -220,5 +332,5 @@ def describe_manifest(folder: Path, manifest: dict[str, Any]) -> list[tuple[str,
     return rows
 
 
-def _describe_tensor(tensor: dict[str, Any]) -> str:
-    return f"{tensor['name']} {tensor['dtype']}[{', '.join(str(d) for d in tensor['shape'])}]"
+def _describe_tensor(tensor: TensorInfo) -> str:
+    return f"{tensor.name} {tensor.dtype}[{', '.join(str(d) for d in tensor.shape)}]"

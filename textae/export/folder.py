@@ -37,14 +37,15 @@ from rich.table import Table
 from torch import Tensor, nn
 
 from textae import __version__, faults
-from textae.atomic import no_space_error
+from textae.atomic import no_space_error, ordinary_mode
+from textae.batching import cut_at_eos, pad_batch
 from textae.training.checkpoint import CONFIG_FILE, SUMMARY_FILE, TOKENIZER_FILE, load_model_from_run
 from textae.config import ModelConfig, load_json, save_json, to_dict
 from textae.corpus import iter_corpus, resolve_paths
 from textae.errors import TextaeError
-from textae.evaluation.evaluate import row_cosines
+from textae.evaluation.metrics import row_cosines
 from textae.export.calibration import calibrate, validation_token_ids
-from textae.manifest import FORMAT_VERSION, GRAPH_SIGNATURES, GRAPHS, MANIFEST_FILE, calibration_files, file_record, graph_file_name
+from textae.manifest import DEFAULT_OPSET, FORMAT_VERSION, GRAPH_SIGNATURES, GRAPHS, MANIFEST_FILE, calibration_files, file_record, graph_file_name
 from textae.training.model import Autoencoder
 from textae.runtime.model import TextAE
 from textae.tokenizer import load_tokenizer, special_token_ids
@@ -81,7 +82,7 @@ def export_model(
     out_dir: Path,
     *,
     quantize: str | None = None,
-    opset: int = 17,
+    opset: int = DEFAULT_OPSET,
     console: Console | None = None,
     sample_sentences: Sequence[str] | None = None,
 ) -> dict[str, Any]:
@@ -592,7 +593,8 @@ def _check_parity(model: Autoencoder, folder: Path, sentences: list[str]) -> dic
     the check and the size of the miss."""
     runtime = TextAE.load(folder, precision="fp32", num_threads=1)
     token_ids = runtime.tokenize(sentences[:PARITY_SENTENCES])
-    real = _padded(token_ids, model.config.pad_id)
+    real_ids, real_lengths = pad_batch(token_ids, model.config.pad_id)
+    real = (torch.from_numpy(real_ids), torch.from_numpy(real_lengths))
     worst = {"embedding_max_abs_diff": 0.0, "features_max_abs_diff": 0.0, "score_max_abs_diff": 0.0}
     for input_ids, lengths in (_parity_batch(model.config), real):
         diffs = _check_batch(model, runtime, input_ids, lengths)
@@ -616,21 +618,12 @@ def _check_batch(model: Autoencoder, runtime: TextAE, input_ids: Tensor, lengths
     }
     loop_feeds = {"sentence_embedding": torch_embedding.numpy(), "max_length": np.array(max_length, dtype=np.int64)}
     _same_ids(runtime.run_graph("decoder_greedy", **loop_feeds)[0], torch_ids, "decoder_greedy (Loop)", batch)
-    eos = model.config.eos_id
-    torch_rows = [row[: row.index(eos)] if eos in row else row for row in torch_ids.tolist()]
+    torch_rows = [cut_at_eos(row, model.config.eos_id) for row in torch_ids]
     step_rows = runtime.greedy_ids(torch_embedding.numpy(), max_length, method="step")
     if step_rows != torch_rows:
         differing = sum(a != b for a, b in zip(step_rows, torch_rows))
         raise TextaeError(f"export check failed: decoder_step ids differ from torch in {differing} of {len(torch_rows)} rows of {batch}")
     return diffs
-
-
-def _padded(token_ids: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    lengths = torch.tensor([len(ids) for ids in token_ids], dtype=torch.long)
-    input_ids = torch.full((len(token_ids), max(1, int(lengths.max()))), pad_id, dtype=torch.long)
-    for row, ids in enumerate(token_ids):
-        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    return input_ids, lengths
 
 
 def _max_abs_diff(got: np.ndarray, want: np.ndarray, graph: str, batch: str) -> float:
@@ -781,7 +774,7 @@ def _write_manifest(folder: Path, manifest: dict[str, Any], precisions: list[str
     for graph in GRAPHS:
         manifest["graphs"][graph]["files"] = {p: graph_file_name(graph, p) for p in precisions}
         names.extend(graph_file_name(graph, p) for p in precisions)
-    names.extend(calibration_files(manifest))
+    names.extend(calibration_files(manifest.get("calibration")))
     manifest["precision"] = precisions[-1]
     manifest["files"] = {name: file_record(folder / name) for name in sorted(names)}
     save_json(folder / MANIFEST_FILE, manifest)
@@ -824,13 +817,11 @@ def _check_destination(out_dir: Path) -> None:
 def _finish_folder(folder: Path) -> None:
     """Flush every file to disk and give the folder ordinary permissions: mkdtemp and the atomic
     writers create private (0700/0600) entries, but an export is meant to be read by services."""
-    umask = os.umask(0)
-    os.umask(umask)
     for path in folder.iterdir():
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
-        path.chmod(0o666 & ~umask)
-    folder.chmod(0o777 & ~umask)
+        path.chmod(ordinary_mode())
+    folder.chmod(ordinary_mode(folder=True))
 
 
 def _remove_stale_builds(out_dir: Path) -> None:

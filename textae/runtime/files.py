@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from textae.atomic import atomic_write
+from textae.batching import DEFAULT_BATCH_SIZE
 from textae.corpus import check_readable_file, chunked, iter_file_lines
 from textae.errors import TextaeError
 from textae.runtime.model import TextAE
@@ -48,7 +49,7 @@ def embed_file(
     source: str | Path,
     out: Path,
     *,
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     normalize: bool = False,
     output: str = "sentence_embedding",
     console: Console | None = None,

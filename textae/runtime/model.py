@@ -15,22 +15,14 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from textae.config import ModelConfig, from_dict
+from textae.batching import DEFAULT_BATCH_SIZE, cut_at_eos, length_sorted_batches, pad_batch, unit_rows
 from textae.errors import TextaeError
-from textae.manifest import (
-    GRAPH_SIGNATURES,
-    MANIFEST_FILE,
-    PRECISIONS,
-    graph_signature,
-    load_manifest,
-    percentile_key,
-)
+from textae.manifest import GRAPH_SIGNATURES, MANIFEST_FILE, PRECISIONS, Manifest, graph_signature, percentile_key
 from textae.runtime.generate import (
     SPREAD_AROUND_THE_DISTRIBUTION,
     SPREAD_NEAR_A_SENTENCE,
@@ -48,15 +40,11 @@ class TextAE:
     lazily created onnxruntime sessions, which are created under a lock and are thread-safe to run."""
 
     def __init__(
-        self, folder: Path, manifest: dict[str, Any], tokenizer: Tokenizer, precision: str, num_threads: int | None
+        self, folder: Path, manifest: Manifest, tokenizer: Tokenizer, precision: str, num_threads: int | None
     ) -> None:
         self.folder = folder
         self.manifest = manifest
-        self.config = from_dict(ModelConfig, manifest["model"], where=str(folder / MANIFEST_FILE))
-        try:
-            self.config.validate()  # an edited manifest must not reach numpy as a shape
-        except (TextaeError, TypeError, ValueError) as exc:
-            raise TextaeError(f"{folder / MANIFEST_FILE}: model config is not valid ({str(exc)[:200]})") from None
+        self.config = manifest.model
         self.tokenizer = tokenizer
         self.precision = precision
         self.num_threads = num_threads
@@ -72,17 +60,17 @@ class TextAE:
         picks fp32 or int8 graphs (default: the manifest's `precision`, the one export chose).
         """
         folder = Path(path)
-        manifest = load_manifest(folder)
-        precision = precision or manifest["precision"]
-        available = sorted(manifest["graphs"]["encoder"]["files"])
+        manifest = Manifest.load(folder)
+        precision = precision or manifest.precision
+        available = manifest.precisions
         if precision not in PRECISIONS or precision not in available:
             raise TextaeError(f"{folder}: precision {precision!r} not available; this export has {', '.join(available)}")
         if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
             raise TextaeError(f"num_threads must be a positive integer, got {num_threads!r}")
-        tokenizer = load_tokenizer(folder / manifest["tokenizer"])
-        ids = special_token_ids(tokenizer, where=str(folder / manifest["tokenizer"]))
-        if ids != manifest["special_tokens"]:
-            raise TextaeError(f"{folder}: tokenizer special token ids {ids} differ from {MANIFEST_FILE} {manifest['special_tokens']}")
+        tokenizer = load_tokenizer(folder / manifest.tokenizer)
+        ids = special_token_ids(tokenizer, where=str(folder / manifest.tokenizer))
+        if ids != manifest.special_tokens:
+            raise TextaeError(f"{folder}: tokenizer special token ids {ids} differ from {MANIFEST_FILE} {manifest.special_tokens}")
         model = cls(folder, manifest, tokenizer, precision, num_threads)
         model._session("encoder")  # fail at load, not at the first call, when the runtime cannot read the graph
         return model
@@ -101,10 +89,10 @@ class TextAE:
     @property
     def has_features(self) -> bool:
         """Whether the encoder has the `features` output (exports of format version 1 have not)."""
-        return "features" in graph_signature("encoder", self.manifest["format_version"])[1]
+        return "features" in graph_signature("encoder", self.manifest.format_version)[1]
 
     def embed(
-        self, sentences: Sequence[str], batch_size: int = 64, normalize: bool = False, output: str = "sentence_embedding"
+        self, sentences: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, normalize: bool = False, output: str = "sentence_embedding"
     ) -> np.ndarray:
         """Sentence vectors (N, latent_dim) float32, in input order; with output="features", the
         encoder's features (N, feature_dim): masked mean and max of its top layer's states.
@@ -118,37 +106,34 @@ class TextAE:
         return self.embed_token_ids(self.tokenize(sentences), batch_size, normalize, output)
 
     def embed_token_ids(
-        self, token_ids: Sequence[Sequence[int]], batch_size: int = 64, normalize: bool = False, output: str = "sentence_embedding"
+        self, token_ids: Sequence[Sequence[int]], batch_size: int = DEFAULT_BATCH_SIZE, normalize: bool = False, output: str = "sentence_embedding"
     ) -> np.ndarray:
         """embed() for sentences already tokenized (as `tokenize` returns them), in length-sorted batches."""
         _check_batch_size(batch_size)
         column = self._check_output(output)
         vectors = np.zeros((len(token_ids), self.dim if column == 0 else self.feature_dim), dtype=np.float32)
-        for rows in _length_sorted_batches(token_ids, batch_size):
+        for rows in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
             vectors[rows] = self.embed_ids([token_ids[row] for row in rows], output=output)
-        if normalize:
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = vectors / np.maximum(norms, np.finfo(np.float32).tiny)
-        return vectors
+        return unit_rows(vectors) if normalize else vectors
 
-    def score(self, sentences: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def score(self, sentences: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Anomaly score (N,) float32: each sentence's mean per-token negative log-likelihood (tokens
         and <eos>) under the decoder, given the sentence's own vector. Higher is more unusual."""
         sentences = _check_sentences(sentences)
         return self.score_token_ids(self.tokenize(sentences), batch_size)
 
-    def score_token_ids(self, token_ids: Sequence[Sequence[int]], batch_size: int = 64) -> np.ndarray:
+    def score_token_ids(self, token_ids: Sequence[Sequence[int]], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """score() for sentences already tokenized (as `tokenize` returns them), in length-sorted batches."""
         _check_batch_size(batch_size)
         scores = np.zeros(len(token_ids), dtype=np.float32)
-        for rows in _length_sorted_batches(token_ids, batch_size):
+        for rows in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
             scores[rows] = self.score_ids([token_ids[row] for row in rows])
         return scores
 
     def score_percentiles(self) -> dict[float, float]:
         """Percentile -> anomaly score of the run's in-domain validation sentences, for this precision
         (stored at export: {50.0: ..., 99.0: ..., 99.9: ...}); empty for exports made before."""
-        calibration = self.manifest.get("calibration") or {}
+        calibration = self.manifest.calibration or {}
         stored = (calibration.get("score_percentiles") or {}).get(self.precision) or {}
         return {float(key): float(value) for key, value in stored.items()}
 
@@ -166,7 +151,7 @@ class TextAE:
     def latent_distribution(self) -> LatentDistribution:
         """Mean and covariance of the run's validation vectors, read from the export once."""
         if self._latent is None:
-            calibration = self.manifest.get("calibration") or {}
+            calibration = self.manifest.calibration or {}
             if not calibration.get("latent_mean") or not calibration.get("latent_covariance"):
                 raise TextaeError(f"{self.folder}: this export has no latent statistics (exported before textae "
                                   "stored them); re-export the run with `textae export`")  # fmt: skip
@@ -184,7 +169,7 @@ class TextAE:
         spread: float | None = None,
         seed: int | None = None,
         max_length: int | None = None,
-        batch_size: int = 64,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> list[str]:
         """count new sentences, greedily decoded from sampled vectors.
 
@@ -205,21 +190,21 @@ class TextAE:
             vectors = distribution.sample_near(centre, count, rng, SPREAD_NEAR_A_SENTENCE if spread is None else spread)
         return self.decode(vectors, batch_size=batch_size, max_length=max_length)
 
-    def reconstruct(self, sentences: Sequence[str], batch_size: int = 64, max_length: int | None = None) -> list[str]:
+    def reconstruct(self, sentences: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None) -> list[str]:
         """Encode each sentence and decode it greedily: what the model remembers of it."""
         sentences = _check_sentences(sentences)
         _check_batch_size(batch_size)
         token_ids = self.tokenize(sentences)
         texts = [""] * len(sentences)
         # similar input lengths give similar output lengths, so the Loop's early exit wastes less
-        for rows in _length_sorted_batches(token_ids, batch_size):
-            input_ids, lengths = self._pad([token_ids[row] for row in rows])
+        for rows in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
+            input_ids, lengths = pad_batch([token_ids[row] for row in rows], self.config.pad_id)
             vectors = self.run_graph("encoder", input_ids=input_ids, lengths=lengths)[0]
             for row, text in zip(rows, self._decode_texts(vectors, max_length)):
                 texts[row] = text
         return texts
 
-    def decode(self, vectors: np.ndarray, batch_size: int = 64, max_length: int | None = None) -> list[str]:
+    def decode(self, vectors: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None) -> list[str]:
         """Greedy text for each row of vectors (N, latent_dim): any point, e.g. between two sentences."""
         vectors = self._check_vectors(vectors)
         _check_batch_size(batch_size)
@@ -245,7 +230,7 @@ class TextAE:
             token_ids = self._step_loop(vectors, max_length)
         else:
             raise TextaeError(f"method must be one of {', '.join(DECODE_METHODS)}; got {method!r}")
-        return [_cut_at_eos(row, self.config.eos_id) for row in token_ids]
+        return [cut_at_eos(row, self.config.eos_id) for row in token_ids]
 
     def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
         """Token ids as the graphs read them: stripped (as every line of a training corpus is, so
@@ -304,14 +289,6 @@ class TextAE:
                 break
         return np.stack(steps, axis=1)
 
-    def _pad(self, token_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-        lengths = np.array([len(ids) for ids in token_ids], dtype=np.int64)
-        # at least one column: a batch of empty sentences still feeds the encoder one <pad> step
-        input_ids = np.full((len(token_ids), max(1, int(lengths.max()))), self.config.pad_id, dtype=np.int64)
-        for row, ids in enumerate(token_ids):
-            input_ids[row, : len(ids)] = ids
-        return input_ids, lengths
-
     def _check_output(self, output: str) -> int:
         """The encoder output's position, after checking the name and that this export has it."""
         if output not in EMBED_OUTPUTS:
@@ -324,10 +301,7 @@ class TextAE:
     def _pad_to(self, token_ids: Sequence[Sequence[int]], width: int | None) -> tuple[np.ndarray, np.ndarray]:
         if len(token_ids) == 0:
             raise TextaeError("expected at least one tokenized sentence")
-        input_ids, lengths = self._pad([list(ids) for ids in token_ids])
-        if width is not None and width > input_ids.shape[1]:
-            input_ids = np.pad(input_ids, ((0, 0), (0, width - input_ids.shape[1])), constant_values=self.config.pad_id)
-        return input_ids, lengths
+        return pad_batch(token_ids, self.config.pad_id, min_width=width or 1)
 
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -354,7 +328,7 @@ class TextAE:
         return session
 
     def _create_session(self, graph: str) -> ort.InferenceSession:
-        path = self.folder / self.manifest["graphs"][graph]["files"][self.precision]
+        path = self.manifest.graph_path(self.folder, graph, self.precision)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.num_threads or 0  # 0: onnxruntime's default, one per core
         options.inter_op_num_threads = 1  # the graphs are chains: no independent branches to overlap
@@ -369,7 +343,7 @@ class TextAE:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
             raise TextaeError(f"{path}: onnxruntime cannot load this graph ({str(exc).splitlines()[0][:200]})") from None
-        inputs, outputs = graph_signature(graph, self.manifest["format_version"])
+        inputs, outputs = graph_signature(graph, self.manifest.format_version)
         found = (tuple(i.name for i in session.get_inputs()), tuple(o.name for o in session.get_outputs()))
         if found != (inputs, outputs):
             raise TextaeError(f"{path}: graph has inputs/outputs {found}, expected {(inputs, outputs)}")
@@ -396,14 +370,3 @@ def _check_sentences(sentences: Sequence[str]) -> list[str]:
 def _check_batch_size(batch_size: int) -> None:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise TextaeError(f"batch_size must be a positive integer, got {batch_size!r}")
-
-
-def _length_sorted_batches(token_ids: Sequence[Sequence[int]], batch_size: int) -> list[np.ndarray]:
-    """Row indices grouped into batches of similar length, so little compute goes to padding."""
-    order = np.argsort([len(ids) for ids in token_ids], kind="stable")
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-
-
-def _cut_at_eos(token_ids: np.ndarray, eos_id: int) -> list[int]:
-    ids = [int(token) for token in token_ids]
-    return ids[: ids.index(eos_id)] if eos_id in ids else ids

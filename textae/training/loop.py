@@ -23,8 +23,13 @@ from rich.table import Table
 from tokenizers import Tokenizer
 
 from textae import faults
-from textae.training import distributed
 from textae.atomic import atomic_write_text
+from textae.batching import cut_at_eos, length_sorted_batches
+from textae.config import ModelConfig, TrainConfig, parse_noise, save_json, to_dict
+from textae.corpus import resolve_paths
+from textae.errors import NoSpaceError, TextaeError
+from textae.tokenizer import decode_batch, special_token_ids
+from textae.training import distributed
 from textae.training.checkpoint import (
     BEST_FILE,
     CHECKPOINT_FILE,
@@ -35,16 +40,7 @@ from textae.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from textae.config import ModelConfig, TrainConfig, parse_noise, save_json, to_dict
-from textae.corpus import resolve_paths
-from textae.training.data import (
-    TokenizedCorpus,
-    collate,
-    epoch_batch_groups,
-    sorted_batches,
-    tokenize_corpus,
-)
-from textae.errors import NoSpaceError, TextaeError
+from textae.training.data import TokenizedCorpus, collate, epoch_batch_groups, tokenize_corpus
 from textae.training.budget import TimeBudget, format_seconds
 from textae.training.model import Autoencoder, count_parameters
 from textae.training.optimizers import make_optimizer
@@ -59,7 +55,6 @@ from textae.training.run_folder import (
     save_run_configs,
 )
 from textae.training.schedules import learning_rate_factor, teacher_forcing_ratio
-from textae.tokenizer import decode_batch, special_token_ids
 
 EVAL_BATCH_SIZE = 128
 # Batches of varying shape fragment glibc's heap, and freed blocks stay in the process: without a
@@ -424,7 +419,7 @@ def evaluate(model: Autoencoder, data: TokenizedCorpus, free_running_sentences: 
     model.eval()
     total_loss = total_tokens = correct = 0.0
     with torch.no_grad():
-        for indices in sorted_batches(data.lengths, EVAL_BATCH_SIZE):
+        for indices in length_sorted_batches(data.lengths, EVAL_BATCH_SIZE):
             batch = collate(data, indices, config.pad_id, config.eos_id).to(device)
             logits, loss = model(batch.input_ids, batch.lengths, batch.targets)
             mask = batch.targets != config.pad_id
@@ -462,11 +457,7 @@ def reconstruct(model: Autoencoder, tokenizer: Tokenizer, sentences: list[str]) 
     data = tokenize_corpus(sentences, tokenizer, model.config.max_length)
     batch = collate(data, np.arange(len(data)), model.config.pad_id, model.config.eos_id)
     predicted = model.greedy_decode(model.encode(batch.input_ids, batch.lengths))
-    return decode_batch(tokenizer, [_until_eos(row.tolist(), model.config.eos_id) for row in predicted])
-
-
-def _until_eos(ids: list[int], eos_id: int) -> list[int]:
-    return ids[: ids.index(eos_id)] if eos_id in ids else ids
+    return decode_batch(tokenizer, [cut_at_eos(row.tolist(), model.config.eos_id) for row in predicted])
 
 
 # --- checkpoints -------------------------------------------------------------------------------
