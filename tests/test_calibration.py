@@ -37,7 +37,7 @@ def test_latent_statistics_are_the_mean_and_covariance_of_validation_vectors(tra
     distribution = model.latent_distribution()
     np.testing.assert_allclose(distribution.mean, vectors.mean(axis=0), atol=1e-5, rtol=0)
     np.testing.assert_allclose(distribution.covariance, np.cov(vectors, rowvar=False), atol=1e-5, rtol=0)
-    files = model.manifest["files"]
+    files = model.manifest.files
     assert {"latent_mean.npy", "latent_covariance.npy"} <= set(files)
 
 
