@@ -1,6 +1,7 @@
 """Sentence-vector quality of textae against two classic unsupervised baselines, on one corpus.
 
-    python benchmarks/bench_quality.py --data ../shared/data [--corpus FILE ...] [--steps N]
+    python benchmarks/bench_quality.py --data ../shared/data [--corpus FILE ...] [--time-budget 30m | --steps N]
+        [--set hidden_size=768 --set num_layers=2 ...] [--no-baselines]
         [--textae-run RUN_OR_EXPORT_DIR] [--work runs/bench-quality] [--json results.json]
 
 Trains, on the same sentences: textae (textae.train.train, then textae.export.export_model, and
@@ -10,9 +11,21 @@ all with --dim dimensions. Reports in one table:
   - logistic-regression probe accuracy on MR, CR, SUBJ, MPQA, TREC (10-fold CV) and SST-2 (train on
     SST2.train, test on SST2.dev), and their average;
   - textae's exact reconstruction of held-out in-domain sentences of <= 20 model tokens;
-  - each method's training CPU time (all threads, from time.process_time).
-and checks the targets: textae beats both baselines on STS-B dev and on average probe accuracy;
->= 90 % exact reconstruction of the held-out sentences.
+  - textae's anomaly AUROC: held-out in-domain sentences against another domain (--out-domain,
+    default the MR movie-review sentences), and the share of each flagged above the export's
+    calibrated 99th percentile;
+  - generation: of --generate sentences sampled from the validation vectors' Gaussian, the share
+    that are new (in no split of the corpus), that reconstruct themselves exactly, and both;
+  - each method's training CPU time (all threads, from time.process_time), textae's steps and
+    training seconds.
+and checks the targets of issue 13: held-out exact match >= 85 % (then 90 %), STS-B dev >= 66 and
+above both baselines, SICK trial above Doc2Vec, AUROC >= 0.99, probe average above Doc2Vec.
+
+--time-budget DURATION (30m, 2h) trains textae for that long (the schedule planned for the
+budget); --set KEY=VALUE overrides any ModelConfig or TrainConfig field (hidden_size=768,
+num_layers=2, bidirectional=true, learning_rate=3e-3, teacher_forcing_end=1.0, vocab_size=16000,
+...), which is what benchmarks/sweep_quality.py varies. --no-baselines skips Doc2Vec and TF-IDF
+(the sweep runs them once).
 
 Budgets: Doc2Vec gets --doc2vec-epochs passes and TF-IDF + SVD one fit; both need far less CPU than
 textae and stop improving long before they would match its time (their CPU seconds are printed, so
@@ -31,6 +44,7 @@ The data folder is the one described in ../shared/data/README.md; nothing here i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import random
@@ -46,15 +60,12 @@ from rich.console import Console
 from rich.table import Table
 
 from textae.corpus import iter_corpus, resolve_paths
-from textae.evaluation.evaluate import (
-    embed_unique,
-    evaluate_sts,
-    import_optional,
-    probe_accuracy,
-    read_labelled_file,
-    reconstruct_ids,
-    summarize_reconstruction,
-)
+from textae.evaluation.metrics import auroc
+from textae.evaluation.probes import probe_accuracy
+from textae.evaluation.readers import read_labelled_file
+from textae.evaluation.reconstruction import reconstruct_ids, summarize_reconstruction
+from textae.evaluation.similarity import embed_unique, evaluate_sts
+from textae.extras import import_optional
 from textae.runtime.model import TextAE
 from textae.tokenizer import encode_batch
 
@@ -69,7 +80,10 @@ PROBE_TASKS = {
     "SST-2 dev": ("probe/SST2.train.tsv", "probe/SST2.dev.tsv"),
 }
 RECONSTRUCT_MAX_TOKENS = 20
-EXACT_MATCH_TARGET = 90.0
+EXACT_MATCH_TARGET = 85.0  # issue 13: 85 %, then 90 %
+STS_B_TARGET = 66.0
+AUROC_TARGET = 0.99
+FLAG_PERCENTILE = 99.0
 WORD = re.compile(r"\w+|[^\w\s]")
 
 
@@ -106,6 +120,16 @@ class Doc2VecEmbedder:
         return np.stack([self.model.infer_vector(words(s)) for s in sentences]).astype(np.float32)
 
 
+class FeaturesEmbedder:
+    """textae's encoder features (masked mean and max of the top layer's states), not its sentence vector."""
+
+    def __init__(self, model: TextAE) -> None:
+        self.model = model
+
+    def embed(self, sentences: Sequence[str]) -> np.ndarray:
+        return self.model.embed(list(sentences), output="features")
+
+
 class LsaEmbedder:
     def __init__(self, sentences: list[str], dim: int, seed: int) -> None:
         import_optional("sklearn", "the TF-IDF + SVD baseline")
@@ -132,21 +156,57 @@ def train_textae(args: argparse.Namespace, split: dict[str, Path]) -> tuple[Path
     overrides: dict[str, Any] = {"max_steps": args.steps} if args.steps else {}
     if args.learning_rate:
         overrides["learning_rate"] = args.learning_rate
-    config = TrainConfig(
-        corpus=[str(split["train"])], valid=str(split["valid"]), out=str(run_dir), epochs=args.epochs,
-        batch_size=args.batch_size, num_threads=args.threads, seed=args.seed, noise=args.noise, **overrides,
-    )  # fmt: skip
+    train_settings, model_settings = split_settings(args.set)
+    config = TrainConfig(**{
+        "corpus": [str(split["train"])], "valid": str(split["valid"]), "out": str(run_dir), "epochs": args.epochs,
+        "batch_size": args.batch_size, "num_threads": args.threads, "seed": args.seed, "noise": args.noise,
+        "time_budget": args.time_budget, "optimizer": args.optimizer, **overrides, **train_settings,
+    })  # fmt: skip
     torch.set_num_threads(args.threads)
     started = time.process_time()
-    model_config = ModelConfig(
-        latent_dim=args.dim, hidden_size=args.hidden_size, embedding_dim=args.embedding_dim, pooling=args.pooling,
-        reverse_input=args.reverse_input,
-    )
+    model_config = ModelConfig(**{
+        "latent_dim": args.dim, "hidden_size": args.hidden_size, "embedding_dim": args.embedding_dim,
+        "pooling": args.pooling, "reverse_input": args.reverse_input, **model_settings,
+    })  # fmt: skip
     train(config, model_config, show_progress=not args.quiet)
     cpu = time.process_time() - started
     export_dir = args.work / "textae-export"
     export_model(run_dir, export_dir, console=Console(file=io.StringIO()))
     return export_dir, cpu
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """ "hidden_size=768" -> ("hidden_size", 768); true/false, none, numbers and strings."""
+    from textae.config import ModelConfig, TrainConfig
+
+    key, sep, raw = text.partition("=")
+    key = key.strip().replace("-", "_")
+    known = {f.name for f in dataclasses.fields(ModelConfig)} | {f.name for f in dataclasses.fields(TrainConfig)}
+    if not sep or key not in known:
+        raise argparse.ArgumentTypeError(f"--set needs KEY=VALUE with KEY a ModelConfig or TrainConfig field, got {text!r}")
+    lowered = raw.strip().lower()
+    if lowered in ("true", "false"):
+        return key, lowered == "true"
+    if lowered in ("none", "null"):
+        return key, None
+    for convert in (int, float):
+        try:
+            return key, convert(raw)
+        except ValueError:
+            pass
+    return key, raw.strip()
+
+
+def split_settings(settings: list[tuple[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """--set pairs as (TrainConfig overrides, ModelConfig overrides); vocab_size and max_length go to
+    TrainConfig (which trains the tokenizer and truncates), the rest where the field lives."""
+    from textae.config import ModelConfig, TrainConfig
+
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    train = {key: value for key, value in settings if key in train_fields}
+    model = {key: value for key, value in settings if key in model_fields and key not in train_fields}
+    return train, model
 
 
 def reused_textae(args: argparse.Namespace) -> Path:
@@ -247,43 +307,137 @@ def held_out_reconstruction(model: TextAE, heldout: Path, excluded: set[str], li
     return result.exact_match, len(short), len(sentences) - len(kept)
 
 
-def print_results(console: Console, methods: list[Method], results: dict[str, dict[str, float]], recon: tuple[float, int, int], probes: dict[str, ProbeData]) -> dict[str, bool]:
+def read_out_domain(path: Path, limit: int, seed: int) -> list[str]:
+    """Sentences of another domain: the text column of a label<TAB>text file, or a plain text file."""
+    if path.suffix == ".tsv":
+        texts = read_labelled_file(path).texts
+    else:
+        texts = list(iter_corpus(resolve_paths([str(path)])))
+    texts = list(dict.fromkeys(texts))
+    random.Random(seed).shuffle(texts)
+    return texts[:limit]
+
+
+def anomaly_separation(model: TextAE, in_domain: list[str], out_domain: list[str]) -> dict[str, Any]:
+    """AUROC of the anomaly score (out-of-domain should score higher), and the share of each side
+    flagged at the export's calibrated FLAG_PERCENTILE (in-domain should be about 1 %)."""
+    in_scores, out_scores = model.score(in_domain), model.score(out_domain)
+    result: dict[str, Any] = {
+        "auroc": auroc(in_scores, out_scores), "in_sentences": len(in_domain), "out_sentences": len(out_domain),
+        "in_mean_score": float(in_scores.mean()), "out_mean_score": float(out_scores.mean()),
+    }  # fmt: skip
+    if model.score_percentiles():
+        threshold = model.anomaly_threshold(FLAG_PERCENTILE)
+        result.update(
+            threshold=threshold,
+            in_flagged=float(100 * np.mean(in_scores >= threshold)),
+            out_flagged=float(100 * np.mean(out_scores >= threshold)),
+        )
+    return result
+
+
+def generation_stats(model: TextAE, corpus: set[str], count: int, seed: int) -> dict[str, Any]:
+    """Of count sentences sampled from the validation vectors' Gaussian: % new (in no split of the
+    corpus), % that reconstruct themselves exactly (well formed enough to be a fixed point), % both."""
+    generated = model.generate(count, seed=seed)
+    again = model.reconstruct(generated)
+    new = np.array([text not in corpus for text in generated])
+    stable = np.array([bool(text) and text == back for text, back in zip(generated, again)])
+    return {
+        "sentences": count, "distinct": len(set(generated)), "new": float(100 * new.mean()),
+        "reconstruct_themselves": float(100 * stable.mean()), "new_and_reconstruct_themselves": float(100 * (new & stable).mean()),
+        "examples": generated[:10],
+    }  # fmt: skip
+
+
+def textae_run_facts(export_dir: Path) -> dict[str, Any]:
+    """Steps, training seconds, optimizer and model of the exported run (from its manifest)."""
+    manifest = json.loads((export_dir / "textae.json").read_text(encoding="utf-8"))
+    summary = (manifest.get("training") or {}).get("summary") or {}
+    return {
+        "steps": summary.get("steps"), "train_seconds": summary.get("train_seconds"),
+        "time_budget_seconds": summary.get("time_budget_seconds"), "optimizer": summary.get("optimizer"),
+        "model": manifest.get("model"),
+    }  # fmt: skip
+
+
+def print_results(
+    console: Console,
+    methods: list[Method],
+    results: dict[str, dict[str, float]],
+    recon: tuple[float, int, int],
+    probes: dict[str, ProbeData],
+    anomaly: dict[str, Any],
+    generation: dict[str, Any],
+    facts: dict[str, Any],
+) -> dict[str, bool]:
     names = [m.name for m in methods]
+    textae_names = [m.name for m in methods if m.name.startswith("textae")]
+    baselines = [n for n in names if n not in textae_names]
     table = Table(title="sentence-vector quality (Spearman x100; accuracy %)")
     table.add_column("task")
     for name in names:
         table.add_column(name, justify="right")
     table.add_column("target")
-    textae, baselines = names[0], names[1:]
 
     def row(task: str, target: str = "", bold: bool = False) -> None:
         cells = [f"{results[n][task]:.1f}" for n in names]
         style = "[bold]" if bold else ""
         table.add_row(style + task, *(style + c for c in cells), target)
 
-    row("STS-B dev", "> both", bold=True)
-    row("SICK trial")
+    def textae_only(task: str, value: str, target: str = "") -> None:
+        table.add_row(f"[bold]{task}", f"[bold]{value}", *(["n/a"] * (len(names) - 1)), target)
+
+    row("STS-B dev", f">= {STS_B_TARGET:.0f} and > both", bold=True)
+    row("SICK trial", "> Doc2Vec", bold=True)
     for task in probes:
         row(task)
-    row("probe average", "> both", bold=True)
+    row("probe average", "> Doc2Vec (vector or features)", bold=True)
     exact, measured, dropped = recon
-    table.add_row(
-        "[bold]held-out exact match %",
-        f"[bold]{exact:.1f}", *(["n/a"] * len(baselines)), f">= {EXACT_MATCH_TARGET:.0f}",
-    )  # fmt: skip
-    table.add_row("training CPU s", *("reused" if m.cpu_seconds is None else f"{m.cpu_seconds:,.0f}" for m in methods), "")
+    textae_only("held-out exact match %", f"{exact:.1f}", f">= {EXACT_MATCH_TARGET:.0f} (then 90)")
+    textae_only(f"anomaly AUROC vs {anomaly['out_name']}", f"{anomaly['auroc']:.4f}", f">= {AUROC_TARGET}")
+    if "threshold" in anomaly:
+        textae_only(f"flagged at p{FLAG_PERCENTILE:g}: in-domain %", f"{anomaly['in_flagged']:.1f}", "about 1")
+        textae_only(f"flagged at p{FLAG_PERCENTILE:g}: {anomaly['out_name']} %", f"{anomaly['out_flagged']:.1f}")
+    if generation:
+        textae_only("generated: new %", f"{generation['new']:.1f}")
+        textae_only("generated: reconstruct themselves %", f"{generation['reconstruct_themselves']:.1f}")
+        textae_only("generated: new and reconstruct themselves %", f"{generation['new_and_reconstruct_themselves']:.1f}")
+    cpu = ["same run" if m.name == "textae features" else "reused" if m.cpu_seconds is None else f"{m.cpu_seconds:,.0f}" for m in methods]
+    table.add_row("training CPU s", *cpu, "")
+    table.add_row("dimensions", *(m.notes for m in methods), "")
     console.print(table)
+    steps, seconds = facts.get("steps"), facts.get("train_seconds")
+    console.print(
+        f"textae: {steps if steps is not None else '?'} steps, {seconds if seconds is not None else '?'} s in the training loop"
+        + (f" (time budget {facts['time_budget_seconds']:.0f} s)" if facts.get("time_budget_seconds") else "")
+        + f", optimizer {facts.get('optimizer') or 'adamw'}"
+    )
     console.print(
         f"held-out exact match: textae's greedy reconstruction of {measured:,} in-domain sentences of "
         f"<= {RECONSTRUCT_MAX_TOKENS} model tokens that no method trained on"
     )
+    console.print(
+        f"anomaly AUROC: {anomaly['in_sentences']:,} held-out in-domain sentences against {anomaly['out_sentences']:,} "
+        f"of {anomaly['out_name']} (mean scores {anomaly['in_mean_score']:.2f} and {anomaly['out_mean_score']:.2f})"
+    )
+    if generation:
+        console.print(f"generated ({generation['sentences']} sampled, {generation['distinct']} distinct), e.g.: "
+                      + " | ".join(generation["examples"][:5]))  # fmt: skip
     if dropped:
         console.print(f"{dropped} held-out sentences were dropped because the reused run trained on them")
+    textae = textae_names[0]
+    best_probe = max(results[n]["probe average"] for n in textae_names)
+    doc2vec = "Doc2Vec PV-DBOW" if "Doc2Vec PV-DBOW" in results else None
     met = {
-        "STS-B dev": all(results[textae]["STS-B dev"] > results[b]["STS-B dev"] for b in baselines),
-        "probe average": all(results[textae]["probe average"] > results[b]["probe average"] for b in baselines),
         "exact reconstruction": bool(exact >= EXACT_MATCH_TARGET),
+        "STS-B dev": results[textae]["STS-B dev"] >= STS_B_TARGET
+        and all(results[textae]["STS-B dev"] > results[b]["STS-B dev"] for b in baselines),
+        "anomaly AUROC": bool(anomaly["auroc"] >= AUROC_TARGET),
     }
+    if doc2vec:
+        met["SICK trial"] = results[textae]["SICK trial"] > results[doc2vec]["SICK trial"]
+        met["probe average (best textae output)"] = best_probe > results[doc2vec]["probe average"]
     for target, ok in met.items():
         console.print(f"target {target}: {'met' if ok else 'NOT met'}")
     return met
@@ -298,19 +452,27 @@ def main() -> None:
     parser.add_argument("--valid", type=int, default=1000, help="textae validation sentences (kept out of training)")
     parser.add_argument("--reconstruct-limit", type=int, default=1000, help="held-out sentences to reconstruct")
     parser.add_argument("--probe-limit", type=int, default=None, help="cap on probe training examples per task (quick runs)")
+    parser.add_argument("--out-domain", type=Path, default=None, help="another domain's text for the anomaly AUROC (default: DATA/probe/MR.tsv)")
+    parser.add_argument("--out-domain-limit", type=int, default=2000, help="out-of-domain sentences scored")
+    parser.add_argument("--generate", type=int, default=500, help="sentences to generate for the generation figures (0: skip)")
     parser.add_argument("--textae-run", type=Path, help="reuse this run or export folder instead of training textae")
-    parser.add_argument("--steps", type=int, default=None, help="textae training steps (default: --epochs)")
-    parser.add_argument("--epochs", type=int, default=10, help="textae epochs when --steps is not given")
+    parser.add_argument("--time-budget", default=None, metavar="DURATION", help="train textae for this long (30m, 2h); replaces --epochs")
+    parser.add_argument("--steps", type=int, default=None, help="textae training steps (default: --epochs, or the time budget)")
+    parser.add_argument("--epochs", type=int, default=10, help="textae epochs when neither --steps nor --time-budget is given")
+    parser.add_argument("--optimizer", default="adamw", help="textae optimizer: adamw, adam or sgd")
+    parser.add_argument("--set", action="append", type=parse_setting, default=[], metavar="KEY=VALUE",
+                        help="override a ModelConfig/TrainConfig field, e.g. --set num_layers=2 (repeatable; wins over the options above)")  # fmt: skip
     parser.add_argument("--dim", type=int, default=256, help="vector width of every method (textae's latent_dim)")
     parser.add_argument("--hidden-size", type=int, default=512, help="textae recurrent state width")
     parser.add_argument("--embedding-dim", type=int, default=256, help="textae token embedding width")
     parser.add_argument("--batch-size", type=int, default=128, help="textae sentences per step")
     parser.add_argument("--doc2vec-epochs", type=int, default=40)
+    parser.add_argument("--no-baselines", action="store_true", help="skip Doc2Vec and TF-IDF + SVD (textae columns only)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pooling", default="final", help="textae sentence vector: final, mean or max")
     parser.add_argument("--reverse-input", action=argparse.BooleanOptionalAction, default=True, help="textae encoder reads sentences back to front")
-    parser.add_argument("--learning-rate", type=float, default=None, help="textae peak learning rate (default: textae's)")
+    parser.add_argument("--learning-rate", type=float, default=None, help="textae peak learning rate (default: the optimizer's)")
     parser.add_argument("--noise", default="", help="textae denoising input noise, e.g. delete:0.1,swap:0.1,mask:0.1")
     parser.add_argument("--work", type=Path, default=Path("runs/bench-quality"), help="split files, run and export")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
@@ -329,22 +491,35 @@ def main() -> None:
     else:
         export_dir, textae_cpu = train_textae(args, split)
     textae = TextAE.load(export_dir, num_threads=args.threads)
-    methods = [Method("textae", textae, textae_cpu)]
-    started = time.process_time()
-    doc2vec = Doc2VecEmbedder(train_sentences, args.dim, args.doc2vec_epochs, args.threads, args.seed)
-    methods.append(Method("Doc2Vec PV-DBOW", doc2vec, time.process_time() - started))
-    started = time.process_time()
-    lsa = LsaEmbedder(train_sentences, args.dim, args.seed)
-    methods.append(Method("TF-IDF + SVD", lsa, time.process_time() - started))
+    methods = [Method("textae", textae, textae_cpu, f"{textae.dim}")]
+    if textae.has_features:
+        methods.append(Method("textae features", FeaturesEmbedder(textae), None, f"{textae.feature_dim}"))
+    if not args.no_baselines:
+        started = time.process_time()
+        doc2vec = Doc2VecEmbedder(train_sentences, args.dim, args.doc2vec_epochs, args.threads, args.seed)
+        methods.append(Method("Doc2Vec PV-DBOW", doc2vec, time.process_time() - started, f"{args.dim}"))
+        started = time.process_time()
+        lsa = LsaEmbedder(train_sentences, args.dim, args.seed)
+        methods.append(Method("TF-IDF + SVD", lsa, time.process_time() - started, f"{args.dim}"))
 
     probes = {task: load_probe(args.data, train, test, args.probe_limit, args.seed) for task, (train, test) in PROBE_TASKS.items()}
     results = {method.name: evaluate_method(method, args, probes, console) for method in methods}
     recon = held_out_reconstruction(textae, split["heldout"], excluded, args.reconstruct_limit)
-    met = print_results(console, methods, results, recon, probes)
+
+    out_path = args.out_domain or args.data / "probe" / "MR.tsv"
+    heldout = [s for s in split["heldout"].read_text(encoding="utf-8").splitlines() if s.strip() and s not in excluded]
+    anomaly = anomaly_separation(textae, heldout, read_out_domain(out_path, args.out_domain_limit, args.seed))
+    anomaly["out_name"] = out_path.stem
+    corpus = set(train_sentences) | set(split["valid"].read_text(encoding="utf-8").splitlines()) | set(heldout) | excluded
+    generation = generation_stats(textae, corpus, args.generate, args.seed) if args.generate else {}
+    facts = textae_run_facts(export_dir)
+    met = print_results(console, methods, results, recon, probes, anomaly, generation, facts)
     if args.json:
         args.json.write_text(json.dumps({
-            "results": results, "exact_reconstruction": recon[0], "reconstructed": recon[1], "targets_met": met,
-            "cpu_seconds": {m.name: m.cpu_seconds for m in methods}, "export": str(export_dir), "args": {k: str(v) for k, v in vars(args).items()},
+            "results": results, "exact_reconstruction": recon[0], "reconstructed": recon[1], "anomaly": anomaly,
+            "generation": generation, "textae": facts, "targets_met": met,
+            "cpu_seconds": {m.name: m.cpu_seconds for m in methods}, "export": str(export_dir),
+            "args": {k: str(v) for k, v in vars(args).items()}, "settings": dict(args.set),
         }, indent=2))  # fmt: skip
 
 

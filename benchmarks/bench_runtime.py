@@ -76,7 +76,7 @@ def main() -> None:
         int8 = TextAE.load(folder, num_threads=args.threads, precision="int8")
         default = TextAE.load(folder, num_threads=args.threads)
         print(f"\nthe export's default precision: {default.precision}"
-              + (f" ({default.manifest['quantization']['warning']})" if default.manifest["quantization"]["warning"] else ""))  # fmt: skip
+              + (f" ({default.manifest.quantization['warning']})" if default.manifest.quantization["warning"] else ""))  # fmt: skip
         print(f"\n{len(sentences)} sentences from {args.text}, {args.threads} threads, model {model.config}")
         # other processes compete for the same cores and distort every number: say how busy it was
         print(f"1-minute load average before the run: {os.getloadavg()[0]:.2f}\n")

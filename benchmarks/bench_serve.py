@@ -203,7 +203,7 @@ def arena_probe(model: str, config_name: str, calls: int, threads: int) -> dict[
     options.intra_op_num_threads = threads
     for name, value in ARENA_CONFIGS[config_name].items():
         setattr(options, name, value)
-    path = library.folder / library.manifest["graphs"]["encoder"]["files"]["fp32"]
+    path = library.manifest.graph_path(library.folder, "encoder", "fp32")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     max_length, rng = library.config.max_length, np.random.default_rng(0)
 

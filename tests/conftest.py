@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,37 +72,41 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def write_untrained_run(
+    run_dir: Path, tokenizer: Any, *, train: Any = None, adjust: Callable[[Any], None] | None = None, **settings: Any
+) -> Path:
+    """A run folder (config.json, tokenizer.json, best.pt) holding a seeded, untrained model with
+    these ModelConfig settings; adjust(model) may edit its weights first. Enough for export tests."""
+    import torch
+
+    from textae.config import ModelConfig, TrainConfig, save_json, to_dict
+    from textae.tokenizer import TOKENIZER_FILE, special_token_ids
+    from textae.training.checkpoint import BEST_FILE, CONFIG_FILE, save_checkpoint
+    from textae.training.model import Autoencoder
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(run_dir / TOKENIZER_FILE))
+    config = ModelConfig(vocab_size=tokenizer.get_vocab_size(), **settings, **special_token_ids(tokenizer))
+    torch.manual_seed(0)
+    model = Autoencoder(config)
+    if adjust is not None:
+        with torch.no_grad():
+            adjust(model)
+    save_json(run_dir / CONFIG_FILE, {"model": to_dict(config), "train": to_dict(train or TrainConfig())})
+    save_checkpoint(run_dir / BEST_FILE, {"model": model.state_dict(), "model_config": to_dict(config), "step": 0, "metrics": {}})
+    return run_dir
+
+
 @pytest.fixture(scope="session")
 def random_run(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
     """A run folder with an untrained (randomly initialised) small model: enough for parity tests."""
-    import torch
+    from textae.config import TrainConfig
+    from textae.tokenizer import train_tokenizer
 
-    from textae.training.checkpoint import (
-        BEST_FILE,
-        CONFIG_FILE,
-        TOKENIZER_FILE,
-        save_checkpoint,
-    )
-    from textae.config import ModelConfig, TrainConfig, save_json, to_dict
-    from textae.training.model import Autoencoder
-    from textae.tokenizer import special_token_ids, train_tokenizer
-
-    run_dir = tmp_path_factory.mktemp("random_run")
-    tokenizer = train_tokenizer(TINY_SENTENCES, vocab_size=400)
-    tokenizer.save(str(run_dir / TOKENIZER_FILE))
-    config = ModelConfig(
-        vocab_size=tokenizer.get_vocab_size(),
-        embedding_dim=32,
-        hidden_size=48,
-        latent_dim=24,
-        max_length=32,
-        **special_token_ids(tokenizer),
-    )
-    torch.manual_seed(0)
-    model = Autoencoder(config)
-    save_json(run_dir / CONFIG_FILE, {"model": to_dict(config), "train": to_dict(TrainConfig(corpus=[str(tiny_corpus)]))})
-    save_checkpoint(run_dir / BEST_FILE, {"model": model.state_dict(), "model_config": to_dict(config), "step": 0, "metrics": {}})
-    return run_dir
+    return write_untrained_run(
+        tmp_path_factory.mktemp("random_run"), train_tokenizer(TINY_SENTENCES, vocab_size=400),
+        train=TrainConfig(corpus=[str(tiny_corpus)]), embedding_dim=32, hidden_size=48, latent_dim=24, max_length=32,
+    )  # fmt: skip
 
 
 # Small enough to overfit TINY_SENTENCES in a few seconds on 2 CPU cores.

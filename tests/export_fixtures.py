@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TINY_SENTENCES
+from conftest import TINY_SENTENCES, write_untrained_run
 from rich.console import Console
 
 # Small variants covering every export path: cells, layers, directions, pooling, tied/untied output.
@@ -33,31 +33,10 @@ def make_run(
     run_dir: Path, tokenizer_from: Path, *, adjust: Callable[[Any], None] | None = None, **overrides: Any
 ) -> Path:
     """A run folder with an untrained model of the given config, reusing another run's tokenizer."""
-    import torch
+    from textae.tokenizer import TOKENIZER_FILE, load_tokenizer
 
-    from textae.training.checkpoint import (
-        BEST_FILE,
-        CONFIG_FILE,
-        TOKENIZER_FILE,
-        save_checkpoint,
-    )
-    from textae.config import ModelConfig, TrainConfig, save_json, to_dict
-    from textae.training.model import Autoencoder
-    from textae.tokenizer import load_tokenizer, special_token_ids
-
-    run_dir.mkdir(parents=True)
-    shutil.copyfile(tokenizer_from / TOKENIZER_FILE, run_dir / TOKENIZER_FILE)
-    tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
     settings = {"embedding_dim": 24, "hidden_size": 32, "latent_dim": 16, "max_length": 24, **overrides}
-    config = ModelConfig(vocab_size=tokenizer.get_vocab_size(), **settings, **special_token_ids(tokenizer))
-    torch.manual_seed(0)
-    model = Autoencoder(config)
-    if adjust is not None:
-        with torch.no_grad():
-            adjust(model)
-    save_json(run_dir / CONFIG_FILE, {"model": to_dict(config), "train": to_dict(TrainConfig())})
-    save_checkpoint(run_dir / BEST_FILE, {"model": model.state_dict(), "model_config": to_dict(config), "step": 0, "metrics": {}})
-    return run_dir
+    return write_untrained_run(run_dir, load_tokenizer(tokenizer_from / TOKENIZER_FILE), adjust=adjust, **settings)
 
 
 def exported(tmp_path_factory: pytest.TempPathFactory, run_dir: Path, quantize: str | None = None) -> Path:
@@ -84,3 +63,19 @@ def copy_export(source: Path, target: Path) -> Path:
     """A private copy of an export folder, to damage in a test without touching the shared one."""
     shutil.copytree(source, target)
     return target
+
+
+def without_calibration(source: Path, target: Path) -> Path:
+    """A copy of an export as textae wrote it before exports stored calibration (no section, no .npy files)."""
+    import json
+
+    from textae.manifest import MANIFEST_FILE, calibration_files
+
+    folder = copy_export(source, target)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    for name in calibration_files(manifest.get("calibration")):
+        (folder / name).unlink()
+        del manifest["files"][name]
+    del manifest["calibration"]
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    return folder

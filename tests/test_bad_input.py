@@ -132,7 +132,7 @@ def _cases(f: dict[str, str], e: str, run: str, out: str, index: str) -> dict[st
         "reconstruct: binary file": Case(["reconstruct", e, "--file", f["binary"]], "binary"),
         "reconstruct: bad threads": Case(["reconstruct", e, "hello", "--threads", "0"], "num_threads must be a positive integer"),
         "score: empty-line binary": Case(["score", e, f["binary"]], "binary"),
-        "score: top and threshold": Case(["score", e, f["text"], "--top", "2", "--threshold", "1"], "not both"),
+        "score: top and threshold": Case(["score", e, f["text"], "--top", "2", "--threshold", "1"], "not several"),
         "score: bad top": Case(["score", e, f["text"], "--top", "0"], "--top must be a positive integer"),
         "info: truncated export": Case(["info", f["truncated"]], "truncated or replaced"),
         "info: not a folder": Case(["info", f["text"]], "not a folder"),

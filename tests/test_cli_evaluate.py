@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from blocked_imports import run_cli
 from conftest import TINY_SENTENCES
 
 Cli = Callable[..., tuple[int, str, str]]
@@ -114,14 +113,7 @@ def test_map_writes_a_png(cli: Cli, random_export: Path, data: dict[str, Path], 
 
 
 def test_evaluation_commands_do_not_import_torch(random_export: Path, data: dict[str, Path]) -> None:
-    script = (
-        'import sys; sys.modules["torch"] = None; sys.modules["onnx"] = None\n'
-        "from textae.cli import main\n"
-        f"sys.argv = ['textae', 'evaluate', {str(random_export)!r}, '--sts', {str(data['sts'])!r}, '--json']\n"
-        "try:\n    main()\nexcept SystemExit as exit_:\n    assert not exit_.code, exit_.code\n"
-        "import textae.evaluation.maps, textae.runtime.search\n"
-        "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx') and sys.modules[m] is not None]\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert "spearman" in json.loads(done.stdout)["sts"]
+    report = run_cli([["evaluate", random_export, "--sts", data["sts"], "--json"]])
+    (result,) = report.results
+    assert result["code"] == 0, result["err"]
+    assert "spearman" in json.loads(result["out"])["sts"] and report.loaded == []

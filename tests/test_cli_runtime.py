@@ -3,41 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from blocked_imports import run_cli
 from conftest import TINY_SENTENCES
 from export_fixtures import copy_export
 
 from textae.runtime.model import TextAE
 
 Cli = Callable[..., tuple[int, str, str]]
-
-# Runs each argument list through the real entry point in one interpreter where `import torch` and
-# `import onnx` fail, then reports exit codes, output and which of those modules got loaded.
-TORCH_FREE_CLI = """
-import contextlib, io, json, sys
-sys.modules["torch"] = None
-sys.modules["onnx"] = None
-from textae.cli import main
-results = []
-for args in json.loads(sys.argv[1]):
-    sys.argv = ["textae", *args]
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main()
-        except SystemExit as exit_:
-            code = exit_.code
-    results.append({"code": code, "out": out.getvalue(), "err": err.getvalue()})
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx") and sys.modules[m] is not None)
-print(json.dumps({"results": results, "loaded": loaded}))
-"""
-
 
 @pytest.fixture
 def sentences_file(tmp_path: Path) -> Path:
@@ -55,19 +32,15 @@ def test_runtime_commands_work_without_torch(random_export: Path, sentences_file
         ["reconstruct", model, TINY_SENTENCES[0], TINY_SENTENCES[1]],
         ["reconstruct", model, "--file", str(sentences_file)],
         ["score", model, str(sentences_file), "--top", "2"],
+        ["score", model, str(sentences_file), "--flag-percentile", "50"],
+        ["generate", model, "-n", "3", "--seed", "0"],
+        ["embed", model, str(sentences_file), "--out", str(tmp_path / "features.jsonl"), "--output", "features", "--precision", "fp32"],
     ]
-    done = subprocess.run(
-        [sys.executable, "-c", TORCH_FREE_CLI, json.dumps(commands)],
-        input=sentences_file.read_text(),
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
-    assert report["loaded"] == []
-    results = report["results"]
+    report = run_cli(commands, stdin=sentences_file.read_text())
+    assert report.loaded == []
+    results = report.results
     assert [r["code"] for r in results] == [0] * len(commands), results
-    info, embed_npy, embed_jsonl, reconstruct_args, reconstruct_file, score = results
+    info, embed_npy, embed_jsonl, reconstruct_args, reconstruct_file, score, flagged, generated, features = results
     # the default precision is the one the export's int8 gate chose (fp32 for this untrained model)
     assert "sha256 verified" in info["out"] and f"runtime loads {TextAE.load(random_export).precision}" in info["out"]
     runtime = TextAE.load(random_export)
@@ -80,6 +53,22 @@ def test_runtime_commands_work_without_torch(random_export: Path, sentences_file
     assert reconstruct_args["out"].splitlines() == runtime.reconstruct(TINY_SENTENCES[:2])
     assert len(reconstruct_file["out"].splitlines()) == 6
     assert len(score["out"].splitlines()) == 2
+    assert "50th percentile" in flagged["err"] and 0 < len(flagged["out"].splitlines()) <= 6
+    assert generated["out"].splitlines() == runtime.generate(3, seed=0)
+    rows = [json.loads(line) for line in (tmp_path / "features.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([row["features"] for row in rows], fp32_features(random_export), atol=1e-6, rtol=0)
+
+
+def fp32_features(export: Path) -> np.ndarray:
+    return TextAE.load(export, precision="fp32").embed(TINY_SENTENCES[:6], output="features")
+
+
+def test_embed_writes_features_when_asked(random_export: Path, sentences_file: Path, tmp_path: Path, cli: Cli) -> None:
+    code, _, err = cli("embed", random_export, sentences_file, "--out", tmp_path / "f.npy", "--output", "features", "--precision", "fp32")
+    assert code == 0, err
+    features = np.load(tmp_path / "f.npy")
+    assert features.shape == (6, TextAE.load(random_export).feature_dim)
+    np.testing.assert_allclose(features, fp32_features(random_export), atol=1e-6, rtol=0)
 
 
 def test_score_prints_all_or_flags_top_and_threshold(random_export: Path, sentences_file: Path, cli: Cli) -> None:
@@ -130,7 +119,11 @@ def _latin1(path: Path) -> None:
         (["score", "{model}", "{latin1}"], "latin1.txt:1: not valid UTF-8"),
         (["embed", "{model}", "{good}", "--out", "{tmp}/v.csv"], "v.csv: output must end in .npy or .jsonl"),
         (["embed", "{model}", "{good}", "--out", "{tmp}/no/v.npy"], "output folder does not exist"),
-        (["score", "{model}", "{good}", "--top", "1", "--threshold", "2"], "give --top or --threshold, not both"),
+        (["score", "{model}", "{good}", "--top", "1", "--threshold", "2"], "give one of --top, --threshold and --flag-percentile, not several"),
+        (["score", "{model}", "{good}", "--flag-percentile", "98"], "percentile must be one of 50, 75, 90, 95, 99, 99.5, 99.9"),
+        (["embed", "{model}", "{good}", "--out", "{tmp}/v.npy", "--output", "hidden"], "output must be one of sentence_embedding, features"),
+        (["generate", "{model}", "-n", "0"], "number of sentences to generate must be a positive integer"),
+        (["generate", "{model}", "--spread", "-1"], "spread must be a non-negative number"),
         (["reconstruct", "{model}"], "give the sentences as arguments or with --file"),
         (["reconstruct", "{tmp}/nowhere", "hello"], "nowhere: model folder not found"),
         (["info", "{tampered}"], "encoder.onnx: sha256 does not match textae.json"),

@@ -60,6 +60,8 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "unknown cell": ([str(tmp / "ok.txt"), "--cell", "transformer"], "cell must be one of lstm, gru, rnn"),
         "not a number": ([str(tmp / "ok.txt"), "--learning-rate", "fast"], "Invalid value for '--learning-rate'"),
         "zero learning rate": ([str(tmp / "ok.txt"), "--learning-rate", "0"], "learning_rate must be positive"),
+        "bad time budget": ([str(tmp / "ok.txt"), "--time-budget", "soon"], "time_budget must be a duration such as 30m"),
+        "unknown optimizer": ([str(tmp / "ok.txt"), "--optimizer", "lbfgs"], "optimizer must be one of adamw, adam, sgd"),
         "bad noise": ([str(tmp / "ok.txt"), "--noise", "blur:0.1"], "noise must look like delete:0.1"),
         "bad dropout": ([str(tmp / "ok.txt"), "--dropout", "2"], "dropout must be in [0, 1)"),
         "resume a non-run": (["--resume", "--out", str(tmp)], "not a textae run folder"),
@@ -105,3 +107,37 @@ def test_train_through_typers_cli_runner(tiny_corpus: Path, tmp_path: Path) -> N
     assert (tmp_path / "run" / "summary.json").is_file()
     bad = CliRunner().invoke(app, ["train", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "other")])
     assert bad.exit_code == 2 and "missing.txt: no such file" in bad.output and "Traceback" not in bad.output
+
+
+def test_every_config_field_is_a_train_option_and_every_option_a_field() -> None:
+    import dataclasses
+
+    import typer.main
+
+    from textae.cli import MODEL_OPTIONS, TRAIN_OPTIONS, app
+    from textae.config import DERIVED_MODEL_FIELDS, ModelConfig, TrainConfig
+
+    params = {param.name: param for param in typer.main.get_command(app).commands["train"].params}  # type: ignore[attr-defined]
+    fields = {TRAIN_OPTIONS.option_name(f.name): (TrainConfig(), f.name) for f in dataclasses.fields(TrainConfig) if f.name != "corpus"}
+    fields |= {f.name: (ModelConfig(), f.name) for f in dataclasses.fields(ModelConfig) if f.name not in DERIVED_MODEL_FIELDS}
+    assert set(params) == set(fields) | {"corpus", "config", "resume", "quiet"}
+    for name, (defaults, field) in fields.items():
+        assert params[name].default == getattr(defaults, field), name  # defaults are the library's
+        assert params[name].help and params[name].help.endswith("."), name
+    # the ModelConfig fields training sets itself (from the tokenizer and TrainConfig) are not options
+    assert set(DERIVED_MODEL_FIELDS) == {"vocab_size", "max_length", "pad_id", "bos_id", "eos_id", "unk_id"}
+    assert MODEL_OPTIONS.skip == DERIVED_MODEL_FIELDS
+
+
+def test_options_reach_the_configs(cli, tiny_corpus: Path, tmp_path: Path) -> None:
+    import json
+
+    code, _, err = cli(
+        "train", tiny_corpus, "--out", tmp_path / "run", *FAST, "--threads", "1", "--no-reverse-input",
+        "--max-valid-sentences", "7", "--cell", "gru", "--teacher-forcing-end", "0.5",
+    )  # fmt: skip
+    assert code == 0, err
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["train"]["num_threads"] == 1 and saved["train"]["max_valid_sentences"] == 7
+    assert saved["train"]["teacher_forcing_end"] == 0.5 and saved["train"]["corpus"] == [str(tiny_corpus)]
+    assert saved["model"]["cell"] == "gru" and saved["model"]["reverse_input"] is False and saved["model"]["vocab_size"] <= 400

@@ -1,8 +1,8 @@
 import numpy as np
 from conftest import TINY_SENTENCES
 
-from textae.training.data import collate, epoch_batches, tokenize_corpus, tokenize_with_split
 from textae.tokenizer import train_tokenizer
+from textae.training.data import collate, epoch_batches, tokenize_corpus, tokenize_with_split
 
 
 def test_split_is_seeded_and_capped() -> None:
@@ -41,6 +41,9 @@ def test_collate_places_eos_and_padding() -> None:
     assert batch.targets[0, n0] == 2 and batch.targets[1, n1] == 2
     assert batch.input_ids[1, n1:].eq(0).all() and batch.targets[1, n1 + 1 :].eq(0).all()
     assert batch.num_target_tokens == n0 + n1 + 2
+    # a <pad> id other than 0 (here one no sentence token has): padding is still not counted as target tokens
+    other = collate(corpus, np.array([0, 1]), pad_id=9999, eos_id=2)
+    assert other.targets[1, n1 + 1 :].eq(9999).all() and other.num_target_tokens == n0 + n1 + 2
 
 
 def test_noise_corrupts_inputs_but_not_targets() -> None:

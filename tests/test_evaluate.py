@@ -1,4 +1,4 @@
-"""textae.evaluation.evaluate: metrics against known answers, file readers' errors, and the four evaluations."""
+"""textae.evaluation: metrics against known answers, file readers' errors, and the four evaluations."""
 
 from __future__ import annotations
 
@@ -12,20 +12,13 @@ from conftest import TINY_SENTENCES
 from tokenizers import Tokenizer
 
 from textae.errors import TextaeError
-from textae.evaluation.evaluate import (
-    auroc,
-    evaluate_anomalies,
-    evaluate_model,
-    evaluate_probe,
-    evaluate_reconstruction,
-    evaluate_sts,
-    probe_accuracy,
-    rankdata,
-    read_labelled_file,
-    read_sts_file,
-    row_cosines,
-    spearman,
-)
+from textae.evaluation.anomalies import evaluate_anomalies
+from textae.evaluation.evaluate import evaluate_model
+from textae.evaluation.metrics import auroc, rankdata, row_cosines, spearman
+from textae.evaluation.probes import evaluate_probe, probe_accuracy
+from textae.evaluation.readers import read_labelled_file, read_sts_file
+from textae.evaluation.reconstruction import evaluate_reconstruction
+from textae.evaluation.similarity import evaluate_sts
 from textae.runtime.model import TextAE
 from textae.tokenizer import encode_batch, train_tokenizer
 

@@ -19,7 +19,7 @@ import textae.export.graphs
 import textae.export.quantize
 from textae.errors import TextaeError
 from textae.export.folder import export_model
-from textae.manifest import GRAPH_SIGNATURES, GRAPHS, MANIFEST_FILE, sha256_file
+from textae.manifest import FORMAT_VERSION, GRAPH_SIGNATURES, GRAPHS, MANIFEST_FILE, sha256_file
 from textae.runtime.model import TextAE
 from textae.tokenizer import decode_batch, encode_batch
 from textae.training.checkpoint import load_model_from_run
@@ -59,12 +59,13 @@ def torch_reference(model, runtime: TextAE, sentences: list[str]) -> dict[str, n
     for row, ids in enumerate(token_ids):
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     with torch.no_grad():
-        vectors = model.encode(input_ids, lengths)
+        vectors, features = model.encode_with_features(input_ids, lengths)
         greedy = model.greedy_decode(vectors).tolist()
         scores = model.score(input_ids, lengths)
     eos = model.config.eos_id
     return {
         "vectors": vectors.numpy(),
+        "features": features.numpy(),
         "scores": scores.numpy(),
         "greedy": [row[: row.index(eos)] if eos in row else row for row in greedy],
     }
@@ -80,6 +81,9 @@ def test_runtime_matches_torch(parity_case: tuple[Path, Path]) -> None:
     for batch_size in (1, 33):
         vectors = runtime.embed(sentences, batch_size=batch_size)
         np.testing.assert_allclose(vectors, reference["vectors"], atol=TOLERANCE, rtol=0)
+        features = runtime.embed(sentences, batch_size=batch_size, output="features")
+        assert features.shape == (len(sentences), runtime.feature_dim)
+        np.testing.assert_allclose(features, reference["features"], atol=TOLERANCE, rtol=0)
         np.testing.assert_allclose(runtime.score(sentences, batch_size=batch_size), reference["scores"], atol=TOLERANCE, rtol=0)
     for method in ("loop", "step"):
         assert runtime.greedy_ids(reference["vectors"], method=method) == reference["greedy"]
@@ -88,7 +92,7 @@ def test_runtime_matches_torch(parity_case: tuple[Path, Path]) -> None:
 
 def test_graphs_have_dynamic_axes_and_the_manifest_describes_them(random_export: Path) -> None:
     manifest = json.loads((random_export / MANIFEST_FILE).read_text())
-    assert manifest["format_version"] == 2 and manifest["opset"] == 17
+    assert manifest["format_version"] == FORMAT_VERSION == 2 and manifest["opset"] == 17
     assert manifest["training"]["run"] and manifest["special_tokens"]["eos_id"] == manifest["model"]["eos_id"]
     for graph in GRAPHS:
         entry = manifest["graphs"][graph]
@@ -155,7 +159,7 @@ def test_export_that_fails_a_check_writes_nothing(random_run: Path, random_expor
     export_model(random_run, out_dir, quantize="none", console=Console(file=io.StringIO()))
     before = (out_dir / MANIFEST_FILE).read_bytes()
     encode = textae.export.graphs.EncoderGraph.forward
-    monkeypatch.setattr(textae.export.graphs.EncoderGraph, "forward", lambda self, *args: encode(self, *args) * 1.01)
+    monkeypatch.setattr(textae.export.graphs.EncoderGraph, "forward", lambda self, *args: tuple(t * 1.01 for t in encode(self, *args)))
     with pytest.raises(TextaeError, match=r"export check failed: encoder differs from torch by [0-9.e-]+ \(max abs"):
         export_model(random_run, out_dir, quantize="none", console=Console(file=io.StringIO()))
     assert (out_dir / MANIFEST_FILE).read_bytes() == before  # the previous export is untouched
@@ -263,13 +267,15 @@ def test_row_quantized_encoder_runs_the_integer_maths_of_its_torch_twin(variant:
         for t in range(gates.size(0)):
             h, c, top = step(gates[t], h, c)
             outputs.append(top)
-        emulated = epilogue(torch.stack(outputs), lengths).numpy()
-        fp32 = model.encode(input_ids, lengths).numpy()
+        emulated, emulated_features = (t.numpy() for t in epilogue(torch.stack(outputs), lengths))
+        fp32, fp32_features = (t.numpy() for t in model.encode_with_features(input_ids, lengths))
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"input_ids": input_ids.numpy(), "lengths": lengths.numpy()})[0]
-    assert np.abs(got - emulated).max() <= 1e-5
-    cosines = (got * fp32).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(fp32, axis=1)
-    assert cosines.min() >= 0.999
+    assert [o.name for o in session.get_outputs()] == ["sentence_embedding", "features"]
+    got, got_features = session.run(None, {"input_ids": input_ids.numpy(), "lengths": lengths.numpy()})
+    assert np.abs(got - emulated).max() <= 1e-5 and np.abs(got_features - emulated_features).max() <= 1e-5
+    for int8, exact in ((got, fp32), (got_features, fp32_features)):  # the features from the same int8 states
+        cosines = (int8 * exact).sum(1) / np.linalg.norm(int8, axis=1) / np.linalg.norm(exact, axis=1)
+        assert cosines.min() >= 0.999
 
 
 def test_bidirectional_encoders_fall_back_to_static_int8() -> None:

@@ -3,13 +3,12 @@ installed names the pip command instead of printing a traceback."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+from blocked_imports import run_cli
 from conftest import TINY_SENTENCES
 
 from textae.runtime.model import TextAE
@@ -27,16 +26,13 @@ def test_sixteen_threads_on_one_model_give_exactly_the_serial_results(random_exp
                 assert texts == want_texts
 
 
-# `import torch` (or onnx, sklearn) fails as in an install without the extra
-BLOCK = "import sys; sys.modules[{module!r}] = None\nfrom textae.cli import main\nsys.argv = ['textae', *sys.argv[1:]]\nmain()\n"
-
-
 @pytest.mark.parametrize(
     ("module", "args", "extra"),
     [
         ("torch", ["train", "{corpus}", "--out", "{tmp}/run"], "train"),
         ("torch", ["export", "{run}", "--out", "{tmp}/export"], "train"),
         ("onnx", ["export", "{run}", "--out", "{tmp}/export"], "train"),
+        ("torch", ["demo", "--out", "{tmp}/demo-run", "--export", "{tmp}/demo-export"], "train"),
         ("sklearn", ["evaluate", "{export}", "--probe", "{probe}"], "eval"),
     ],
 )
@@ -46,9 +42,9 @@ def test_a_missing_extra_names_the_install_command(
     probe = tmp_path / "probe.tsv"
     probe.write_text("".join(f"{i % 2}\t{s}\n" for i, s in enumerate(TINY_SENTENCES)))
     values = {"corpus": tiny_corpus, "tmp": tmp_path, "run": random_run, "export": random_export, "probe": probe}
-    argv = [arg.format(**values) for arg in args]
-    result = subprocess.run([sys.executable, "-c", BLOCK.format(module=module), *argv], capture_output=True, text=True)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert lines[0].startswith("textae: error: ") and f'pip install "textae[{extra}]"' in lines[0]
+    (result,) = run_cli([[arg.format(**values) for arg in args]], blocked=(module,)).results
+    assert result["code"] == 2, result["err"]
+    lines = result["err"].strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result["err"], result["err"]
+    assert lines[0].startswith("textae: error: ") and lines[0].endswith(f'needs {module}, which is not installed: pip install "textae[{extra}]"')
+    assert not (tmp_path / "run").exists() and not (tmp_path / "export").exists() and not (tmp_path / "demo-run").exists()

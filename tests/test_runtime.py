@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+from blocked_imports import run_python
 from conftest import TINY_SENTENCES
-from export_fixtures import copy_export
+from export_fixtures import copy_export, without_calibration
 
 from textae.errors import TextaeError
 from textae.manifest import MANIFEST_FILE
 from textae.runtime.model import TextAE
-
-# A Python prelude under which `import torch` and `import onnx` raise ImportError, as in a production
-# install that has neither (onnx is a training-side dependency too).
-BLOCK_TORCH = 'import sys; sys.modules["torch"] = None; sys.modules["onnx"] = None\n'
 
 
 @pytest.fixture(scope="session")
@@ -29,18 +24,17 @@ def runtime(random_export: Path) -> TextAE:
 
 
 def test_runtime_runs_where_torch_cannot_be_imported(random_export: Path, runtime: TextAE) -> None:
-    script = BLOCK_TORCH + (
-        "import json\n"
+    script = (
         "from textae.runtime.model import TextAE\n"
         "model = TextAE.load(sys.argv[1], num_threads=1, precision='fp32')\n"
         "sentences = json.loads(sys.argv[2])\n"
         "vectors = model.embed(sentences)\n"
         "print(json.dumps({'vectors': vectors.tolist(), 'scores': model.score(sentences).tolist(),\n"
         "    'reconstructions': model.reconstruct(sentences), 'decoded': model.decode(vectors),\n"
-        "    'loaded': sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx') and sys.modules[m])}))\n"
+        "    'loaded': loaded()}))\n"
     )
     sentences = TINY_SENTENCES[:4] + [""]
-    done = subprocess.run([sys.executable, "-c", script, str(random_export), json.dumps(sentences)], capture_output=True, text=True)
+    done = run_python(script, str(random_export), json.dumps(sentences))
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["loaded"] == []
@@ -185,3 +179,48 @@ def test_int8_vectors_stay_close_to_fp32_in_any_batch(random_export: Path, runti
     for a, b in ((batched[:10], alone), (batched, fp32)):
         cosines = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
         assert cosines.min() >= 0.99
+
+
+def _as_format_version_1(source: Path, target: Path) -> Path:
+    """A copy of an export as textae wrote them before format version 2: an encoder without the
+    features output, no calibration."""
+    import onnx
+
+    from textae.manifest import file_record
+
+    folder = without_calibration(source, target)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    manifest["format_version"] = 1
+    entry = manifest["graphs"]["encoder"]
+    entry["outputs"] = [t for t in entry["outputs"] if t["name"] != "features"]
+    for name in entry["files"].values():
+        proto = onnx.load(str(folder / name))
+        kept = [output for output in proto.graph.output if output.name != "features"]
+        del proto.graph.output[:]
+        proto.graph.output.extend(kept)
+        onnx.save(proto, str(folder / name))
+        manifest["files"][name] = file_record(folder / name)
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    return folder
+
+
+def test_exports_of_format_version_1_still_embed_and_say_they_have_no_features(random_export: Path, tmp_path: Path) -> None:
+    old = TextAE.load(_as_format_version_1(random_export, tmp_path / "v1"), precision="fp32")
+    new = TextAE.load(random_export, precision="fp32")
+    np.testing.assert_allclose(old.embed(TINY_SENTENCES[:4]), new.embed(TINY_SENTENCES[:4]), atol=1e-6, rtol=0)
+    assert not old.has_features and new.has_features
+    with pytest.raises(TextaeError, match="encoder has no features output .* re-export"):
+        old.embed(TINY_SENTENCES[:1], output="features")
+    with pytest.raises(TextaeError, match="output must be one of sentence_embedding, features"):
+        new.embed(TINY_SENTENCES[:1], output="hidden")
+
+
+def test_features_are_the_mean_and_max_of_the_encoder_states(random_export: Path) -> None:
+    model = TextAE.load(random_export, precision="fp32")
+    features = model.embed(TINY_SENTENCES[:5], output="features")
+    assert features.shape == (5, 2 * model.config.hidden_size) and features.dtype == np.float32
+    half = model.config.hidden_size
+    # max over time >= mean over time, in every dimension
+    assert (features[:, half:] >= features[:, :half] - 1e-6).all()
+    alone = np.concatenate([model.embed([s], output="features") for s in TINY_SENTENCES[:5]])
+    np.testing.assert_allclose(alone, features, atol=1e-5, rtol=0)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from conftest import TINY_SENTENCES
 
+from textae.batching import unit_rows
 from textae.errors import TextaeError
 from textae.runtime.model import TextAE
-from textae.runtime.search import VectorIndex, open_corpus, similar_sentences, top_k_cosine, unit_rows
+from textae.runtime.search import VectorIndex, open_corpus, similar_sentences, top_k_cosine
 
 
 @pytest.fixture

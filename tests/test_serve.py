@@ -35,7 +35,7 @@ def export(random_export: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def library(export: Path) -> TextAE:
-    # fp32: its vectors do not depend on the batch; int8 dynamic quantization currently does
+    # fp32, the exact reference; int8 vectors are batch-invariant too (per-row int8 encoder) but differ slightly from fp32
     return TextAE.load(export, num_threads=1, precision="fp32")
 
 

@@ -18,6 +18,14 @@ from textae.errors import NoSpaceError
 NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
+def ordinary_mode(*, folder: bool = False) -> int:
+    """The permission bits open() (or mkdir(), for a folder) would give under the current umask:
+    what files made private by mkstemp/mkdtemp get once they are complete."""
+    umask = os.umask(0)  # the only way to read the umask is to set it, so set it straight back
+    os.umask(umask)
+    return (0o777 if folder else 0o666) & ~umask
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call write(tmp) on a temporary file beside path, fsync it, then rename it over path."""
     path = Path(path)
@@ -28,10 +36,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        # mkstemp makes 0600 files; give the result the permissions a plain open() would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, ordinary_mode())  # mkstemp makes 0600 files; give the permissions open() would
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())  # a full disk may only say so here (delayed allocation, NFS)

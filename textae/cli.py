@@ -14,9 +14,13 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-from textae.config import ModelConfig, TrainConfig
-from textae.demo import SHIPPED_CORPUS
+from textae.batching import DEFAULT_BATCH_SIZE
+from textae.config import DERIVED_MODEL_FIELDS, ModelConfig, TrainConfig
+from textae.demo import DEMO_EXPORT_DIR, DEMO_RUN_DIR, DEMO_STEPS, SHIPPED_CORPUS
 from textae.errors import TextaeError
+from textae.extras import missing_extra
+from textae.manifest import DEFAULT_OPSET
+from textae.options import OptionGroup, build_config, with_config_options
 from textae.serve.settings import ServeSettings
 
 app = typer.Typer(
@@ -29,12 +33,9 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-# third-party modules of the optional extras (pyproject.toml) -> the extra that installs them
-_EXTRA_OF_MODULE = {"torch": "train", "onnx": "train", "matplotlib": "train", "sklearn": "eval", "sacrebleu": "eval"}
-
 
 def user_errors(command: F) -> F:
-    """Turn a TextaeError into one line on stderr and exit status 2, with no traceback."""
+    """Turn a TextaeError, a missing extra or an OSError into one line on stderr and exit status 2, with no traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -43,11 +44,12 @@ def user_errors(command: F) -> F:
         except TextaeError as exc:
             typer.echo(f"textae: error: {exc}", err=True)
             raise typer.Exit(2) from None
-        except ModuleNotFoundError as exc:  # an install without the extra this command needs
-            extra = _EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
-            if extra is None:
+        except ImportError as exc:  # a module of an extra that is not installed (torch, scikit-learn, ...)
+            # the command's name is its function's up to a "_" (map_sentences is `textae map`)
+            error = missing_extra(exc, f"textae {command.__name__.partition('_')[0]}")
+            if error is None:
                 raise
-            typer.echo(f'textae: error: this command needs the {extra} extra ({exc.name} is not installed): pip install "textae[{extra}]"', err=True)
+            typer.echo(f"textae: error: {error}", err=True)
             raise typer.Exit(2) from None
         except OSError as exc:  # the machine, not textae: a full disk, a read-only or vanished folder
             typer.echo(f"textae: error: {describe_os_error(exc)}", err=True)
@@ -87,8 +89,12 @@ def main() -> None:
 
 
 # --- training side (train, demo) -------------------------------------------------------------
+# Every ModelConfig and TrainConfig field is an option of `textae train`, made from the dataclass
+# (type, default, trailing comment as help): a new config field is a new option, and
+# tests/test_cli_train.py checks that fields and options stay one-to-one.
 
-_T, _M = TrainConfig(), ModelConfig()
+TRAIN_OPTIONS = OptionGroup(TrainConfig, "Training (TrainConfig)", skip={"corpus"}, rename={"num_threads": "threads"})
+MODEL_OPTIONS = OptionGroup(ModelConfig, "Model (ModelConfig)", skip=DERIVED_MODEL_FIELDS)
 
 
 def _load_toml_defaults(ctx: typer.Context, _param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
@@ -115,68 +121,19 @@ def _load_toml_defaults(ctx: typer.Context, _param: typer.CallbackParam, value: 
 
 @app.command()
 @user_errors
+@with_config_options(TRAIN_OPTIONS, MODEL_OPTIONS)
 def train(
     corpus: Annotated[Optional[list[str]], typer.Argument(help="Text files or globs, one sentence a line (.gz ok).", show_default=False)] = None,
-    out: Annotated[Path, typer.Option(help="Run folder for checkpoints, metrics, tokenizer and plots.")] = Path(_T.out),
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of options (keys as the option names).", is_eager=True, callback=_load_toml_defaults)] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint, with the options it was started with.")] = False,
-    valid: Annotated[Optional[str], typer.Option(help="Validation file (default: hold out --valid-fraction of the corpus).")] = None,
-    valid_fraction: Annotated[float, typer.Option(help="Share of the corpus held out for validation.")] = _T.valid_fraction,
-    tokenizer: Annotated[Optional[str], typer.Option(help="Reuse this tokenizer.json instead of training one.")] = None,
-    vocab_size: Annotated[int, typer.Option(help="Vocabulary size of the byte-level BPE tokenizer.")] = _T.vocab_size,
-    max_length: Annotated[int, typer.Option(help="Truncate sentences to this many tokens.")] = _T.max_length,
-    cell: Annotated[str, typer.Option(help="Recurrent cell: lstm, gru or rnn.")] = _M.cell,
-    embedding_dim: Annotated[int, typer.Option(help="Token embedding width.")] = _M.embedding_dim,
-    hidden_size: Annotated[int, typer.Option(help="Recurrent state width.")] = _M.hidden_size,
-    latent_dim: Annotated[int, typer.Option(help="Width of the sentence vector.")] = _M.latent_dim,
-    num_layers: Annotated[int, typer.Option(help="Stacked recurrent layers.")] = _M.num_layers,
-    bidirectional: Annotated[bool, typer.Option(help="Bidirectional encoder.")] = _M.bidirectional,
-    dropout: Annotated[float, typer.Option(help="Dropout on embeddings and between layers.")] = _M.dropout,
-    tie_embeddings: Annotated[bool, typer.Option(help="Share input embedding and output projection.")] = _M.tie_embeddings,
-    pooling: Annotated[str, typer.Option(help="Sentence vector: final state, or mean or max over states.")] = _M.pooling,
-    reverse_input: Annotated[bool, typer.Option(help="Encoder reads each sentence back to front, so the decoder's first words were read last.")] = _M.reverse_input,
-    batch_size: Annotated[int, typer.Option(help="Sentences per step.")] = _T.batch_size,
-    epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = _T.epochs,
-    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps.")] = None,
-    learning_rate: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = _T.learning_rate,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = _T.weight_decay,
-    warmup_steps: Annotated[int, typer.Option(help="Linear learning-rate warm-up steps.")] = _T.warmup_steps,
-    lr_schedule: Annotated[str, typer.Option(help="Learning-rate decay after warm-up: cosine or constant.")] = _T.lr_schedule,
-    grad_clip: Annotated[float, typer.Option(help="Clip the gradient norm to this value.")] = _T.grad_clip,
-    teacher_forcing_schedule: Annotated[str, typer.Option(help="How the gold-token probability decays: constant, linear, exponential or inverse_sigmoid (Bengio et al. 2015).")] = _T.teacher_forcing_schedule,
-    teacher_forcing_start: Annotated[float, typer.Option(help="Gold-token probability at step 0.")] = _T.teacher_forcing_start,
-    teacher_forcing_end: Annotated[float, typer.Option(help="Gold-token probability the schedule decays to.")] = _T.teacher_forcing_end,
-    teacher_forcing_decay_steps: Annotated[Optional[int], typer.Option(help="Steps to reach the end value (default: the whole run).")] = None,
-    scheduled_sampling: Annotated[str, typer.Option(help="Feed predictions step by step (Bengio et al.) or in two parallel passes (faster).")] = _T.scheduled_sampling,
-    noise: Annotated[str, typer.Option(help="Denoising: corrupt the encoder input, e.g. delete:0.1,swap:0.1,mask:0.1.")] = _T.noise,
-    eval_every: Annotated[int, typer.Option(help="Validate every this many steps.")] = _T.eval_every,
-    patience: Annotated[int, typer.Option(help="Early stopping: validations without improvement (0: off).")] = _T.patience,
-    checkpoint_every: Annotated[int, typer.Option(help="Write the resumable checkpoint every this many steps.")] = _T.checkpoint_every,
-    log_every: Annotated[int, typer.Option(help="Steps between records in metrics.jsonl.")] = _T.log_every,
-    seed: Annotated[int, typer.Option(help="Seed for data order, initialisation, dropout and sampling.")] = _T.seed,
-    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads (default: torch's choice).")] = None,
-    device: Annotated[str, typer.Option(help="auto (a CUDA GPU when torch sees one), cpu or cuda.")] = _T.device,
-    precision: Annotated[str, typer.Option(help="Training arithmetic: fp32, bf16 (fp32 master weights), or auto: bf16 on CPUs with AMX-BF16 and bf16 GPUs, else fp32.")] = _T.precision,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    **options: Any,
 ) -> None:
     """Train a tokenizer and a recurrent sentence autoencoder on CORPUS; write a run folder to --out."""
     from textae.training.loop import train as run_training
 
-    train_config = TrainConfig(
-        corpus=list(corpus or []), out=str(out), valid=valid, valid_fraction=valid_fraction, tokenizer=tokenizer,
-        vocab_size=vocab_size, max_length=max_length, batch_size=batch_size, epochs=epochs, max_steps=max_steps,
-        learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps, lr_schedule=lr_schedule,
-        grad_clip=grad_clip, teacher_forcing_schedule=teacher_forcing_schedule,
-        teacher_forcing_start=teacher_forcing_start, teacher_forcing_end=teacher_forcing_end,
-        teacher_forcing_decay_steps=teacher_forcing_decay_steps, scheduled_sampling=scheduled_sampling, noise=noise, eval_every=eval_every, patience=patience,
-        checkpoint_every=checkpoint_every, log_every=log_every, seed=seed, num_threads=threads, device=device,
-        precision=precision,
-    )  # fmt: skip
-    model_config = ModelConfig(
-        cell=cell, embedding_dim=embedding_dim, hidden_size=hidden_size, latent_dim=latent_dim, num_layers=num_layers,
-        bidirectional=bidirectional, dropout=dropout, tie_embeddings=tie_embeddings, pooling=pooling,
-        reverse_input=reverse_input,
-    )  # fmt: skip
+    train_config = build_config(TRAIN_OPTIONS, options, corpus=list(corpus or []))
+    model_config = build_config(MODEL_OPTIONS, options)
     if not resume and not train_config.corpus:
         raise TextaeError("no corpus given: textae train CORPUS... (or --resume --out RUN_DIR)")
     run_training(train_config, model_config, resume=resume, show_progress=not quiet)
@@ -185,10 +142,10 @@ def train(
 @app.command()
 @user_errors
 def demo(
-    corpus: Annotated[Path, typer.Option(help="Corpus to train on (default: the shipped corpora/python-docs.txt).")] = SHIPPED_CORPUS,
-    out: Annotated[Path, typer.Option(help="Run folder (reused when finished, resumed when interrupted).")] = Path("runs/python-docs"),
-    export_dir: Annotated[Path, typer.Option("--export", help="Export folder.")] = Path("export/python-docs"),
-    max_steps: Annotated[int, typer.Option(help="Training steps (300 take about 2 minutes on 2 cores).")] = 300,
+    corpus: Annotated[Path, typer.Option(help="Corpus to train on (default: the shipped corpora/python-docs.txt).", show_default=False)] = SHIPPED_CORPUS,
+    out: Annotated[Path, typer.Option(help="Run folder (reused when finished, resumed when interrupted).")] = DEMO_RUN_DIR,
+    export_dir: Annotated[Path, typer.Option("--export", help="Export folder.")] = DEMO_EXPORT_DIR,
+    max_steps: Annotated[int, typer.Option(help=f"Training steps ({DEMO_STEPS} take about 2 minutes on 2 cores).")] = DEMO_STEPS,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for training and onnxruntime.")] = None,
 ) -> None:
     """The main job end to end: train on the shipped corpus, export to ONNX, embed/reconstruct/score with onnxruntime."""
@@ -210,7 +167,7 @@ def export(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Run folder written by `textae train`.")],
     out: Annotated[Optional[Path], typer.Option(help="Folder to write (default: export/<run folder name>).")] = None,
     quantize: Annotated[str, typer.Option(help="int8: also write int8 graphs, loaded by default when they pass the accuracy gate; none: fp32 only.")] = "int8",
-    opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
+    opset: Annotated[int, typer.Option(help="ONNX opset version.")] = DEFAULT_OPSET,
 ) -> None:
     """Export a trained run to a self-contained ONNX folder that runs without torch."""
     from textae.export.folder import default_export_dir, export_model
@@ -224,17 +181,20 @@ def embed(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP)],
     source: Annotated[str, typer.Argument(metavar="INPUT", help="Text file, one sentence a line, or - for standard input.")],
     out: Annotated[Path, typer.Option(help="Output file: .npy (N x D float32) or .jsonl (text and vector per line).")],
-    batch_size: Annotated[int, typer.Option(help="Sentences per onnxruntime call.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Sentences per onnxruntime call.")] = DEFAULT_BATCH_SIZE,
     normalize: Annotated[bool, typer.Option(help="Scale every vector to unit length.")] = False,
+    output: Annotated[str, typer.Option(help="sentence_embedding (the latent vector) or features (mean and max of the encoder's top-layer states, 2 x hidden x directions wide).")] = "sentence_embedding",
     threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
 ) -> None:
-    """Write one sentence vector per non-empty input line."""
-    from textae.runtime.model import TextAE
+    """Write one sentence vector (or feature vector) per non-empty input line."""
     from textae.runtime.files import check_embedding_output, embed_file
+    from textae.runtime.model import TextAE
 
     check_embedding_output(out)
-    count = embed_file(TextAE.load(model, threads, precision), source, out, batch_size=batch_size, normalize=normalize)
+    loaded = TextAE.load(model, threads, precision)
+    loaded.embed([], output=output)  # refuse an unknown output, or features an old export lacks, before reading
+    count = embed_file(loaded, source, out, batch_size=batch_size, normalize=normalize, output=output)
     typer.echo(f"embedded {count} sentences into {out}", err=True)
 
 
@@ -248,8 +208,8 @@ def reconstruct(
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
 ) -> None:
     """Print what the model reconstructs from each sentence's vector, one line per sentence."""
-    from textae.runtime.model import TextAE
     from textae.runtime.files import read_sentences
+    from textae.runtime.model import TextAE
 
     if bool(text) == (file is not None):
         raise TextaeError("give the sentences as arguments or with --file, not both")
@@ -265,6 +225,7 @@ def score(
     source: Annotated[str, typer.Argument(metavar="FILE", help="Text file, one sentence a line, or - for standard input.")],
     top: Annotated[Optional[int], typer.Option(metavar="K", help="Print only the K most anomalous lines, highest score first.")] = None,
     threshold: Annotated[Optional[float], typer.Option(metavar="X", help="Print only lines scoring at least X.")] = None,
+    flag_percentile: Annotated[Optional[float], typer.Option(metavar="P", help="Print only lines scoring above the P-th percentile of the run's in-domain validation sentences (stored at export: 50, 75, 90, 95, 99, 99.5, 99.9).")] = None,
     threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
 ) -> None:
@@ -272,14 +233,36 @@ def score(
 
     The index counts non-empty lines from 1. Higher scores are sentences the model reconstructs worse.
     """
-    from textae.runtime.model import TextAE
     from textae.runtime.files import check_flag_options, flag_anomalies, read_sentences
+    from textae.runtime.model import TextAE
 
-    check_flag_options(top, threshold)
+    check_flag_options(top, threshold, flag_percentile)
+    loaded = TextAE.load(model, threads, precision)
+    if flag_percentile is not None:
+        threshold = loaded.anomaly_threshold(flag_percentile)
+        typer.echo(f"flagging scores of at least {threshold:.4f}, the {flag_percentile:g}th percentile of in-domain validation sentences", err=True)
     sentences = read_sentences(source)
-    scores = TextAE.load(model, threads, precision).score(sentences)
+    scores = loaded.score(sentences)
     for index in flag_anomalies(scores, top=top, threshold=threshold):
         typer.echo(f"{index + 1}\t{scores[index]:.4f}\t{sentences[index]}")
+
+
+@app.command()
+@user_errors
+def generate(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP)],
+    count: Annotated[int, typer.Option("-n", "--count", metavar="N", help="Sentences to generate.")] = 10,
+    near: Annotated[Optional[str], typer.Option(metavar="SENTENCE", help="Sample around this sentence's vector instead of around the whole distribution.")] = None,
+    spread: Annotated[Optional[float], typer.Option(help="Scale of the sampling noise: times the validation vectors' covariance (default 1.0), or with --near times each dimension's standard deviation (default 0.8).", show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for a repeatable draw (default: a fresh one).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
+    precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
+) -> None:
+    """Print N new sentences decoded from vectors sampled where the run's validation vectors lie (or near --near)."""
+    from textae.runtime.model import TextAE
+
+    for line in TextAE.load(model, threads, precision).generate(count, near=near, spread=spread, seed=seed):
+        typer.echo(line)
 
 
 @app.command()
@@ -289,10 +272,10 @@ def info(model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP
     from rich.console import Console
     from rich.table import Table
 
-    from textae.manifest import describe_manifest, load_manifest
+    from textae.manifest import Manifest, describe_manifest
 
     table = Table(show_header=False, box=None)
-    for field, value in describe_manifest(model, load_manifest(model)):
+    for field, value in describe_manifest(model, Manifest.load(model)):
         table.add_row(f"[bold]{field}[/]", value)
     Console().print(table)
 
@@ -320,7 +303,8 @@ def evaluate(
 
     from rich.console import Console
 
-    from textae.evaluation.evaluate import evaluate_model, print_report
+    from textae.evaluation.evaluate import evaluate_model
+    from textae.evaluation.report import print_report
     from textae.runtime.model import TextAE
 
     report = evaluate_model(
@@ -361,7 +345,7 @@ def index(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP)],
     source: Annotated[str, typer.Argument(metavar="FILE", help="Text file, one sentence a line, or - for standard input.")],
     out: Annotated[Path, typer.Option(metavar="INDEX.npz", help="Index file to write; `textae similar --corpus INDEX.npz` reuses it.")],
-    batch_size: Annotated[int, typer.Option(help="Sentences per onnxruntime call.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Sentences per onnxruntime call.")] = DEFAULT_BATCH_SIZE,
     threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
 ) -> None:
@@ -424,10 +408,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn's log level: critical, error, warning, info or debug.")] = "info",
 ) -> None:
     """Serve the model over HTTP: OpenAI-compatible /v1/embeddings, /embed, /reconstruct, /score, /decode."""
-    try:
-        from textae.serve.server import serve as run_server
-    except ImportError as exc:
-        raise TextaeError(f"textae serve needs the serve extra: pip install \"textae[serve]\" ({exc})") from None
+    from textae.serve.server import serve as run_server
 
     if log_level not in ("critical", "error", "warning", "info", "debug"):
         raise TextaeError(f"--log-level must be critical, error, warning, info or debug, got {log_level!r}")

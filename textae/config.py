@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import io
 import json
+import re
+import textwrap
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +25,13 @@ TEACHER_FORCING_SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmo
 LR_SCHEDULES = ("cosine", "constant")
 SCHEDULED_SAMPLING_MODES = ("parallel", "step")
 TRAINING_PRECISIONS = ("auto", "fp32", "bf16")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+# What a run gets when it sets no --learning-rate / --weight-decay: optimizer -> (peak learning rate,
+# weight decay). SGD uses Nesterov momentum 0.9 (a steady-state step 10x the learning rate) under
+# the same clipping and schedule; of 0.03, 0.1, 0.3 and 1.0, 0.3 gave the lowest validation loss
+# after 300 steps (5.25, 3.95, 2.52, 2.82; AdamW at 2e-3: 1.93), on tatoeba with a 128/256 LSTM.
+# Decoupled weight decay belongs to AdamW; for Adam and SGD it would be an L2 term, so none.
+OPTIMIZER_DEFAULTS: dict[str, tuple[float, float]] = {"adamw": (2e-3, 0.01), "adam": (2e-3, 0.0), "sgd": (0.3, 0.0)}
 
 C = TypeVar("C")
 
@@ -37,12 +50,17 @@ class ModelConfig:
     dropout: float = 0.0  # dropout on embeddings and between layers (training only)
     tie_embeddings: bool = True  # reuse the input embedding as the output projection
     pooling: str = "final"  # sentence vector from the final state, or mean/max over encoder states
-    reverse_input: bool = True  # encoder reads each sentence back to front (Sutskever et al. 2014)
+    reverse_input: bool = True  # encoder reads each sentence back to front, so the decoder's first words were read last (Sutskever et al. 2014)
     max_length: int = 64  # longest sentence in tokens (longer ones are truncated)
     pad_id: int = 0  # id of <pad>
     bos_id: int = 1  # id of <bos>, the decoder's first input
     eos_id: int = 2  # id of <eos>, the decoder's last target
     unk_id: int = 3  # id of <unk> (byte-level BPE never needs it; kept for foreign tokenizers)
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the encoder's features: masked mean and max of the top layer's states (D * H each)."""
+        return 2 * (2 if self.bidirectional else 1) * self.hidden_size
 
     def validate(self) -> None:
         _check_choice("cell", self.cell, CELLS)
@@ -55,13 +73,18 @@ class ModelConfig:
             raise TextaeError(f"vocab_size {self.vocab_size} is too small to hold the special tokens")
 
 
+# Set by training, not by the user: the vocabulary and max_length come from the TrainConfig and the
+# tokenizer, the special token ids from the tokenizer (so these are not `textae train` options).
+DERIVED_MODEL_FIELDS = ("vocab_size", "max_length", "pad_id", "bos_id", "eos_id", "unk_id")
+
+
 @dataclass
 class TrainConfig:
     """How to train; saved as config.json in the run folder and inside every checkpoint."""
 
     corpus: list[str] = field(default_factory=list)  # files or globs, plain text or .gz, one sentence a line
     out: str = "runs/textae"  # run folder: checkpoints, metrics, tokenizer, plots
-    valid: str | None = None  # a separate validation file; else valid_fraction of the corpus is held out
+    valid: str | None = None  # a separate validation file (default: hold out valid_fraction of the corpus)
     valid_fraction: float = 0.05  # share of the corpus held out for validation when valid is not given
     max_valid_sentences: int = 2000  # cap on the held-out set so validation stays quick
     free_running_sentences: int = 256  # validation sentences decoded greedily without teacher forcing
@@ -71,16 +94,18 @@ class TrainConfig:
     batch_size: int = 128  # sentences per optimisation step (large batches keep 2 CPU cores busy)
     epochs: int = 10  # passes over the training data (the run also stops at max_steps or early stopping)
     max_steps: int | None = None  # stop after this many optimisation steps
-    learning_rate: float = 2e-3  # peak AdamW learning rate
-    weight_decay: float = 0.01  # AdamW decoupled weight decay
-    warmup_steps: int = 100  # linear learning-rate warm-up
+    time_budget: str | None = None  # train this long (30m, 2h, 1h30m) instead of for the epochs; the schedule ends at the budget
+    optimizer: str = "adamw"  # adamw, adam or sgd (SGD with Nesterov momentum 0.9)
+    learning_rate: float | None = None  # peak learning rate (default: 2e-3 for adamw and adam, 0.3 for sgd)
+    weight_decay: float | None = None  # weight decay (default: 0.01, decoupled, for adamw; 0 for adam and sgd)
+    warmup_steps: int = 100  # linear learning-rate warm-up steps
     lr_schedule: str = "cosine"  # after warm-up: cosine decay to 10 % of the peak, or constant
     grad_clip: float = 1.0  # clip the global gradient norm to this value
-    teacher_forcing_schedule: str = "linear"  # constant, linear, exponential or inverse_sigmoid
+    teacher_forcing_schedule: str = "linear"  # how the gold-token probability decays: constant, linear, exponential or inverse_sigmoid (Bengio et al. 2015)
     teacher_forcing_start: float = 1.0  # probability of feeding the gold token at step 0
     teacher_forcing_end: float = 0.75  # probability the schedule decays to
     teacher_forcing_decay_steps: int | None = None  # steps to reach the end value (default: the whole run)
-    scheduled_sampling: str = "parallel"  # how predictions are fed: "step" (Bengio) or "parallel" (two-pass)
+    scheduled_sampling: str = "parallel"  # feed predictions step by step ("step", Bengio et al.) or in two parallel passes ("parallel", faster)
     noise: str = ""  # denoising input corruption, e.g. "delete:0.1,swap:0.1,mask:0.1" (targets stay clean)
     eval_every: int = 500  # validate every this many steps
     patience: int = 5  # stop after this many validations without improvement (0 disables)
@@ -91,7 +116,21 @@ class TrainConfig:
     precision: str = "auto"  # training arithmetic: fp32, bf16 (fp32 master weights), or auto: bf16 where matmuls are native bf16
     log_every: int = 20  # steps between metrics.jsonl training records
 
+    @property
+    def peak_learning_rate(self) -> float:
+        """The learning rate the schedule starts from: the one given, else the optimizer's default."""
+        return self.learning_rate if self.learning_rate is not None else OPTIMIZER_DEFAULTS[self.optimizer][0]
+
+    @property
+    def resolved_weight_decay(self) -> float:
+        return self.weight_decay if self.weight_decay is not None else OPTIMIZER_DEFAULTS[self.optimizer][1]
+
+    @property
+    def time_budget_seconds(self) -> float | None:
+        return parse_duration(self.time_budget, "time_budget") if self.time_budget else None
+
     def validate(self) -> None:
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("teacher_forcing_schedule", self.teacher_forcing_schedule, TEACHER_FORCING_SCHEDULES)
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("scheduled_sampling", self.scheduled_sampling, SCHEDULED_SAMPLING_MODES)
@@ -108,13 +147,14 @@ class TrainConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise TextaeError(f"{name} must be in [0, 1], got {value}")
-        if self.learning_rate <= 0:
+        if self.learning_rate is not None and not self.learning_rate > 0:
             raise TextaeError(f"learning_rate must be positive, got {self.learning_rate}")
+        self.time_budget_seconds  # noqa: B018 (parses, raising on a malformed duration)
         if self.vocab_size < 300:
             # byte-level BPE needs its 256 byte symbols plus the special tokens
             raise TextaeError(f"vocab_size must be at least 300 for a byte-level tokenizer, got {self.vocab_size}")
         parse_noise(self.noise)
-        if self.grad_clip <= 0 or self.weight_decay < 0 or self.warmup_steps < 0 or self.patience < 0:
+        if self.grad_clip <= 0 or self.resolved_weight_decay < 0 or self.warmup_steps < 0 or self.patience < 0:
             raise TextaeError("grad_clip must be positive; weight_decay, warmup_steps and patience non-negative")
 
 
@@ -137,6 +177,44 @@ def parse_noise(spec: str) -> dict[str, float]:
             )
         noise[kind] = probability
     return noise
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def parse_duration(text: str, name: str = "duration") -> float:
+    """ "30m" -> 1800.0; also "2h", "90s", "1h30m", "1.5h" (hours, minutes, seconds in this order)."""
+    match = _DURATION.fullmatch(text.strip().lower()) if isinstance(text, str) else None
+    if not match or not any(match.groups()):
+        raise TextaeError(f"{name} must be a duration such as 30m, 2h, 90s or 1h30m; got {text!r}")
+    hours, minutes, seconds = (float(group) if group else 0.0 for group in match.groups())
+    total = 3600 * hours + 60 * minutes + seconds
+    if total <= 0:
+        raise TextaeError(f"{name} must be longer than zero, got {text!r}")
+    return total
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Field name -> its documentation: metadata["help"] where a field sets it, else the trailing
+    comment every config field carries (what `textae train --help` shows for its option)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # no source (a frozen or compiled install): metadata only
+        source = ""
+    comments = {
+        token.start[0]: token.string.lstrip("#").strip()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    }
+    helps: dict[str, str] = {}
+    for node in ast.parse(source).body[0].body if source else []:
+        # the comment that ends a field's statement (a field(...) call may span several lines)
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.end_lineno in comments:
+            helps[node.target.id] = comments[node.end_lineno]
+    for item in dataclasses.fields(cls):
+        if "help" in item.metadata:
+            helps[item.name] = item.metadata["help"]
+    return helps
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ size and sha256. Both sides import the names below, so they cannot drift apart.
     EXPORT_DIR/
       textae.json                 this manifest
       tokenizer.json              the run's tokenizer
-      encoder.onnx                input_ids (B, T), lengths (B,) -> sentence_embedding (B, Z)
+      encoder.onnx                input_ids (B, T), lengths (B,) -> sentence_embedding (B, Z), features (B, F)
       decoder_greedy.onnx         sentence_embedding (B, Z), max_length () -> token_ids (B, L), one Loop
       decoder_score.onnx          input_ids (B, T), lengths (B,) -> score (B,): mean token NLL
       decoder_init.onnx           sentence_embedding (B, Z) -> state (S, N, B, H)
@@ -16,39 +16,56 @@ size and sha256. Both sides import the names below, so they cannot drift apart.
       weights.bin                 (version 2) the weights of every graph, each distinct tensor once
       decoder_tables.onnx         (version 2) () -> token_gates (V, G*H): the folded table that
                                   decoder_greedy and decoder_step receive at load (manifest "tables")
+      latent_mean.npy             (Z,) float32: mean of the run's validation vectors      } the manifest's
+      latent_covariance.npy       (Z, Z) float32: their covariance (for generation)       } "calibration"
 
-Version 2 added weights.bin, decoder_tables.onnx and "tables"; a version-1 reader would fail on
-its graphs, so it is told to upgrade instead. Version-1 folders (each graph self-contained) load as before.
+The optional "calibration" section (absent in exports made before it existed, which still load):
+{"source", "sentences", "score_percentiles": {precision: {"50": score, ..., "99.9": score}},
+"latent_mean", "latent_covariance"}: the anomaly-score distribution of in-domain sentences the
+model never trained on, and the file names of the latent statistics (listed in "files" too).
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from textae.config import load_json
+from textae.config import ModelConfig, from_dict, load_json, to_dict
 from textae.errors import TextaeError
 
 FORMAT_VERSION = 2  # bump when a reader of the previous version could misread the folder
-READABLE_VERSIONS = (1, 2)
+# Version 2 (one bump for all of these, none released apart): the lean folder (one shared
+# weights.bin, the folded decoder table computed at load by decoder_tables.onnx, listed under
+# "tables"), the encoder's second output `features` (F = 2 * directions * hidden: masked mean and
+# max of the top layer's states) in every precision, and the optional "calibration" section. A
+# version-1 reader would fail on these graphs; with the bump it says why. This version still reads
+# version-1 folders: each graph self-contained, no features, no calibration.
+READABLE_FORMAT_VERSIONS = (1, 2)
 MANIFEST_FILE = "textae.json"
-TOKENIZER_FILE = "tokenizer.json"
 WEIGHTS_FILE = "weights.bin"
 TABLES_FILE = "decoder_tables.onnx"
 TOKEN_GATES = "token_gates"  # the table's name in decoder_tables' output and in the graphs using it
 COMPUTED_LOCATION = "computed-at-load"  # external-data location of a table the runtime computes
 PRECISIONS = ("fp32", "int8")
+DEFAULT_OPSET = 17  # ONNX opset `textae export` writes by default
 
 # graph name -> (input names, output names); the export names every graph's inputs and outputs this way
 GRAPH_SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "encoder": (("input_ids", "lengths"), ("sentence_embedding",)),
+    "encoder": (("input_ids", "lengths"), ("sentence_embedding", "features")),
     "decoder_greedy": (("sentence_embedding", "max_length"), ("token_ids",)),
     "decoder_score": (("input_ids", "lengths"), ("score",)),
     "decoder_init": (("sentence_embedding",), ("state",)),
     "decoder_step": (("input_ids", "sentence_embedding", "state"), ("logits", "next_state")),
 }
 GRAPHS = tuple(GRAPH_SIGNATURES)
+# format version -> graph -> the outputs it had then, where they differ from GRAPH_SIGNATURES
+EARLIER_GRAPH_OUTPUTS: dict[int, dict[str, tuple[str, ...]]] = {1: {"encoder": ("sentence_embedding",)}}
+# percentiles of the validation sentences' anomaly scores that an export stores (`score --flag-percentile`)
+CALIBRATION_PERCENTILES = (50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9)
+LATENT_MEAN_FILE = "latent_mean.npy"
+LATENT_COVARIANCE_FILE = "latent_covariance.npy"
 
 _REQUIRED_FIELDS = ("format_version", "model", "special_tokens", "graphs", "precision", "files", "tokenizer")
 
@@ -70,49 +87,188 @@ def file_record(path: Path) -> dict[str, Any]:
     return {"bytes": Path(path).stat().st_size, "sha256": sha256_file(path)}
 
 
-def load_manifest(folder: Path, *, verify_files: bool = True) -> dict[str, Any]:
-    """Read textae.json and check the folder against it; any mismatch is a one-line TextaeError."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise TextaeError(f"{folder}: model folder not found")
-    if not folder.is_dir():
-        raise TextaeError(f"{folder}: not a folder; a textae model is a folder written by `textae export`")
-    path = folder / MANIFEST_FILE
-    if not path.is_file():
-        raise TextaeError(f"{folder}: not a textae export folder (no {MANIFEST_FILE}); create one with `textae export RUN_DIR`")
-    manifest = load_json(path)
-    if not isinstance(manifest, dict):
-        raise TextaeError(f"{path}: expected a JSON object")
-    version = manifest.get("format_version")
-    if version not in READABLE_VERSIONS:
-        raise TextaeError(
-            f"{path}: format_version {version!r} is not supported (this textae reads {', '.join(map(str, READABLE_VERSIONS))}); "
-            "re-export the model with this version of textae, or upgrade textae"
-        )
-    missing = [name for name in _REQUIRED_FIELDS if name not in manifest]
-    if missing:
-        raise TextaeError(f"{path}: missing field(s) {', '.join(missing)}")
-    _check_shapes(manifest, path)
-    files = manifest["files"]
-    for graph in GRAPHS:
-        entry = manifest["graphs"].get(graph)
-        if entry is None:
-            raise TextaeError(f"{path}: no '{graph}' graph listed")
-        for precision, name in entry["files"].items():
+def graph_signature(graph: str, format_version: int = FORMAT_VERSION) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(input names, output names) of a graph in a folder of the given format version."""
+    inputs, outputs = GRAPH_SIGNATURES[graph]
+    return inputs, EARLIER_GRAPH_OUTPUTS.get(format_version, {}).get(graph, outputs)
+
+
+def percentile_key(percentile: float) -> str:
+    """99.0 -> "99", 99.9 -> "99.9": how a percentile is named in the manifest's JSON."""
+    return f"{float(percentile):g}"
+
+
+def calibration_files(calibration: dict[str, Any] | None) -> list[str]:
+    """The data files a manifest's calibration section names (none for exports made before it existed)."""
+    calibration = calibration if isinstance(calibration, dict) else {}
+    return [calibration[key] for key in ("latent_mean", "latent_covariance") if isinstance(calibration.get(key), str)]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One graph input or output as the export recorded it; a str dimension is a dynamic axis."""
+
+    name: str
+    dtype: str
+    shape: tuple[str | int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class GraphEntry:
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    files: dict[str, str]  # precision -> file name in the folder
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs], "files": dict(self.files)}
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """textae.json as a typed, checked object: what the runtime, `textae info` and search read.
+
+    The writer (`textae.export`) builds the same JSON; `to_dict` gives it back key for key, and keys
+    this reader does not know are kept in `other`, so a round trip loses nothing.
+    """
+
+    format_version: int
+    model: ModelConfig
+    special_tokens: dict[str, int]  # pad_id, bos_id, eos_id, unk_id
+    graphs: dict[str, GraphEntry]  # graph name -> signature and file per precision
+    precision: str  # the precision TextAE.load picks by default
+    files: dict[str, FileRecord]  # every file of the folder but the manifest itself
+    tokenizer: str  # file name of the tokenizer
+    textae_version: str | None = None
+    created: str | None = None  # ISO 8601, UTC
+    opset: int | None = None
+    producer: dict[str, Any] | None = None  # versions of torch, onnx, onnxruntime that wrote it
+    training: dict[str, Any] | None = None  # run name, step, metrics and summary of the exported run
+    quantization: dict[str, Any] | None = None  # the int8 vs fp32 report, when int8 graphs exist
+    calibration: dict[str, Any] | None = None  # validation score percentiles, latent statistics' files (format 2)
+    tables: dict[str, Any] | None = None  # table name -> {"file", "used_by"}: tables computed at load (format 2)
+    other: dict[str, Any] = field(default_factory=dict)  # keys this version does not read
+
+    @property
+    def precisions(self) -> list[str]:
+        """Precisions every graph of the folder exists in (each graph lists the same ones)."""
+        return sorted(self.graphs["encoder"].files)
+
+    def graph_path(self, folder: Path, graph: str, precision: str) -> Path:
+        return Path(folder) / self.graphs[graph].files[precision]
+
+    @classmethod
+    def load(cls, folder: Path, *, verify_files: bool = True) -> Manifest:
+        """Read textae.json and check the folder against it; any mismatch is a one-line TextaeError."""
+        folder = Path(folder)
+        if not folder.exists():
+            raise TextaeError(f"{folder}: model folder not found")
+        if not folder.is_dir():
+            raise TextaeError(f"{folder}: not a folder; a textae model is a folder written by `textae export`")
+        path = folder / MANIFEST_FILE
+        if not path.is_file():
+            raise TextaeError(f"{folder}: not a textae export folder (no {MANIFEST_FILE}); create one with `textae export RUN_DIR`")
+        manifest = cls.from_dict(load_json(path), where=str(path))
+        if verify_files:
+            for name, record in manifest.files.items():
+                _verify_file(folder, name, record)
+        return manifest
+
+    @classmethod
+    def from_dict(cls, data: Any, *, where: str = MANIFEST_FILE) -> Manifest:
+        """Check a parsed textae.json: version, required fields, and a checksum for every listed file."""
+        if not isinstance(data, dict):
+            raise TextaeError(f"{where}: expected a JSON object")
+        version = data.get("format_version")
+        if version not in READABLE_FORMAT_VERSIONS:
+            raise TextaeError(
+                f"{where}: format_version {version!r} is not supported (this textae reads "
+                f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}); re-export the model with this version of textae"
+            )
+        missing = [name for name in _REQUIRED_FIELDS if name not in data]
+        if missing:
+            raise TextaeError(f"{where}: missing field(s) {', '.join(missing)}")
+        _check_shapes(data, where)
+        try:
+            files = {name: FileRecord(record.get("bytes"), record.get("sha256")) for name, record in data["files"].items()}
+            graphs = {}
+            for graph in GRAPHS:
+                entry = data["graphs"].get(graph)
+                if entry is None:
+                    raise TextaeError(f"{where}: no '{graph}' graph listed")
+                for precision, name in entry["files"].items():
+                    if name not in files:
+                        raise TextaeError(f"{where}: {graph} {precision} file {name} has no checksum in 'files'")
+            for graph, entry in data["graphs"].items():
+                inputs, outputs = (tuple(TensorInfo(t["name"], t["dtype"], tuple(t["shape"])) for t in entry[side]) for side in ("inputs", "outputs"))
+                graphs[graph] = GraphEntry(inputs, outputs, dict(entry["files"]))
+        except (AttributeError, KeyError, TypeError):
+            raise TextaeError(f"{where}: malformed 'graphs' or 'files' entry") from None
+        if data["tokenizer"] not in files:
+            raise TextaeError(f"{where}: tokenizer file {data['tokenizer']} has no checksum in 'files'")
+        tables = data.get("tables")
+        if tables is not None and (
+            not isinstance(tables, dict)
+            or not all(isinstance(entry, dict) and entry.get("file") in files and isinstance(entry.get("used_by"), list)
+                       and set(entry["used_by"]) <= set(GRAPHS) for entry in tables.values())
+        ):  # fmt: skip
+            raise TextaeError(f"{where}: a table in 'tables' names a file without checksum or an unknown graph")
+        calibration = data.get("calibration")
+        if calibration is not None and not isinstance(calibration, dict):
+            raise TextaeError(f"{where}: field 'calibration' must be a JSON object")
+        for name in calibration_files(calibration):
             if name not in files:
-                raise TextaeError(f"{path}: {graph} {precision} file {name} has no checksum in 'files'")
-    for table, entry in (manifest.get("tables") or {}).items():
-        if entry.get("file") not in files or not set(entry.get("used_by", [])) <= set(GRAPHS):
-            raise TextaeError(f"{path}: table {table} names a file without checksum or an unknown graph")
-    if manifest["tokenizer"] not in files:
-        raise TextaeError(f"{path}: tokenizer file {manifest['tokenizer']} has no checksum in 'files'")
-    if verify_files:
-        for name, record in files.items():
-            _verify_file(folder, name, record)
-    return manifest
+                raise TextaeError(f"{where}: calibration file {name} has no checksum in 'files'")
+        for graph, entry in graphs.items():
+            if graph in GRAPH_SIGNATURES and tuple(t.name for t in entry.outputs) != graph_signature(graph, version)[1]:
+                raise TextaeError(f"{where}: graph '{graph}' lists outputs {[t.name for t in entry.outputs]}, "
+                                  f"expected {list(graph_signature(graph, version)[1])} in format version {version}")  # fmt: skip
+        model = from_dict(ModelConfig, data["model"], where=where)
+        try:
+            model.validate()  # an edited manifest must not reach numpy as a shape
+        except (TextaeError, TypeError, ValueError) as exc:
+            raise TextaeError(f"{where}: model config is not valid ({str(exc)[:200]})") from None
+        known = {f.name for f in fields(cls)} - {"other"}
+        return cls(
+            format_version=version, model=model,
+            special_tokens=dict(data["special_tokens"]), graphs=graphs, precision=data["precision"], files=files,
+            tokenizer=data["tokenizer"], textae_version=data.get("textae_version"), created=data.get("created"),
+            opset=data.get("opset"), producer=data.get("producer"), training=data.get("training"),
+            quantization=data.get("quantization"), calibration=calibration, tables=tables, other={k: v for k, v in data.items() if k not in known},
+        )  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of textae.json (the same keys and values the export wrote)."""
+        data: dict[str, Any] = {
+            "format_version": self.format_version,
+            "textae_version": self.textae_version,
+            "created": self.created,
+            "model": to_dict(self.model),
+            "special_tokens": dict(self.special_tokens),
+            "opset": self.opset,
+            "producer": self.producer,
+            "graphs": {graph: entry.to_dict() for graph, entry in self.graphs.items()},
+            "precision": self.precision,
+            "tokenizer": self.tokenizer,
+            "training": self.training,
+            "quantization": self.quantization,
+            "calibration": self.calibration,
+            "files": {name: {"bytes": record.bytes, "sha256": record.sha256} for name, record in self.files.items()},
+        }
+        if self.tables is not None:  # version-1 folders have no tables
+            data["tables"] = self.tables
+        return {**data, **self.other}
 
 
-def _check_shapes(manifest: dict[str, Any], path: Path) -> None:
+def _check_shapes(manifest: dict[str, Any], path: Path | str) -> None:
     """The JSON types every reader relies on, so an edited or hostile manifest is one clear error."""
     expected = {"model": dict, "special_tokens": dict, "graphs": dict, "files": dict, "precision": str, "tokenizer": str}
     for name, kind in expected.items():
@@ -128,7 +284,7 @@ def _check_shapes(manifest: dict[str, Any], path: Path) -> None:
         raise TextaeError(f"{path}: special_tokens must map names to non-negative integer ids")
 
 
-def _verify_file(folder: Path, name: str, record: dict[str, Any]) -> None:
+def _verify_file(folder: Path, name: str, record: FileRecord) -> None:
     if Path(name).name != name or name in (".", ".."):
         # a manifest may only name files inside its own folder
         raise TextaeError(f"{folder / MANIFEST_FILE}: file name {name!r} points outside the model folder")
@@ -136,40 +292,53 @@ def _verify_file(folder: Path, name: str, record: dict[str, Any]) -> None:
     if not path.is_file():
         raise TextaeError(f"{path}: missing (listed in {MANIFEST_FILE}); re-export or copy the whole folder")
     size = path.stat().st_size
-    if size != record.get("bytes"):
-        raise TextaeError(f"{path}: {size} bytes, but {MANIFEST_FILE} records {record.get('bytes')} (truncated or replaced)")
-    if sha256_file(path) != record.get("sha256"):
+    if size != record.bytes:
+        raise TextaeError(f"{path}: {size} bytes, but {MANIFEST_FILE} records {record.bytes} (truncated or replaced)")
+    if sha256_file(path) != record.sha256:
         raise TextaeError(f"{path}: sha256 does not match {MANIFEST_FILE} (the file changed after export)")
 
 
-def describe_manifest(folder: Path, manifest: dict[str, Any]) -> list[tuple[str, str]]:
+def describe_manifest(folder: Path, manifest: Manifest) -> list[tuple[str, str]]:
     """(field, value) rows that `textae info` prints for a verified export folder."""
-    model = manifest["model"]
-    precisions = sorted(manifest["graphs"]["encoder"]["files"])
-    total = sum(record["bytes"] for record in manifest["files"].values())
+    model = manifest.model
+    total = sum(record.bytes for record in manifest.files.values())
     rows = [
         ("folder", str(folder)),
-        ("format", f"version {manifest['format_version']}, written by textae {manifest.get('textae_version')} on {manifest.get('created')}"),
+        ("format", f"version {manifest.format_version}, written by textae {manifest.textae_version} on {manifest.created}"),
         (
             "model",
-            f"{model['cell']} x{model['num_layers']}{' bidirectional' if model['bidirectional'] else ''}"
-            f"{', reads back to front' if model.get('reverse_input') else ''}, "
-            f"pooling {model['pooling']}, vocab {model['vocab_size']}, embedding {model['embedding_dim']}, "
-            f"hidden {model['hidden_size']}, sentence vector {model['latent_dim']}, max_length {model['max_length']}, "
-            f"{'tied' if model['tie_embeddings'] else 'untied'} embeddings",
+            f"{model.cell} x{model.num_layers}{' bidirectional' if model.bidirectional else ''}"
+            f"{', reads back to front' if model.reverse_input else ''}, "
+            f"pooling {model.pooling}, vocab {model.vocab_size}, embedding {model.embedding_dim}, "
+            f"hidden {model.hidden_size}, sentence vector {model.latent_dim}, max_length {model.max_length}, "
+            f"{'tied' if model.tie_embeddings else 'untied'} embeddings",
         ),
-        ("special tokens", ", ".join(f"{name} {value}" for name, value in manifest["special_tokens"].items())),
-        ("precisions", f"{', '.join(precisions)} (runtime loads {manifest['precision']}); opset {manifest.get('opset')}"),
-        ("files", f"{len(manifest['files'])} files, {total / 1e6:.1f} MB, sizes and sha256 verified"),
+        ("special tokens", ", ".join(f"{name} {value}" for name, value in manifest.special_tokens.items())),
+        ("precisions", f"{', '.join(manifest.precisions)} (runtime loads {manifest.precision}); opset {manifest.opset}"),
+        ("files", f"{len(manifest.files)} files, {total / 1e6:.1f} MB, sizes and sha256 verified"),
     ]
-    for graph, entry in manifest["graphs"].items():
-        signature = ", ".join(_describe_tensor(t) for t in entry["inputs"]) + " -> " + ", ".join(_describe_tensor(t) for t in entry["outputs"])
+    for graph, entry in manifest.graphs.items():
+        signature = ", ".join(map(_describe_tensor, entry.inputs)) + " -> " + ", ".join(map(_describe_tensor, entry.outputs))
         rows.append((graph, signature))
-    training = manifest.get("training") or {}
+    training = manifest.training or {}
     metrics = training.get("metrics") or {}
     shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(metrics.items()) if not isinstance(v, (dict, list)))
     rows.append(("training", f"run {training.get('run')}, step {training.get('step')}" + (f"; {shown}" if shown else "")))
-    quantization = manifest.get("quantization")
+    calibration = manifest.calibration
+    if calibration:
+        for precision, percentiles in sorted(calibration["score_percentiles"].items()):
+            shown = ", ".join(f"p{key} {value:.3f}" for key, value in percentiles.items())
+            rows.append((f"anomaly score percentiles ({precision})", shown))
+        rows.append(
+            (
+                "calibrated on",
+                f"{calibration['sentences']:,} {calibration['source']}; latent mean and covariance in "
+                f"{', '.join(calibration_files(calibration))}",
+            )
+        )
+    else:
+        rows.append(("calibration", "none (exported before textae stored it; re-export for --flag-percentile and generate)"))
+    quantization = manifest.quantization
     if quantization:
         rows.append(
             (
@@ -184,5 +353,5 @@ def describe_manifest(folder: Path, manifest: dict[str, Any]) -> list[tuple[str,
     return rows
 
 
-def _describe_tensor(tensor: dict[str, Any]) -> str:
-    return f"{tensor['name']} {tensor['dtype']}[{', '.join(str(d) for d in tensor['shape'])}]"
+def _describe_tensor(tensor: TensorInfo) -> str:
+    return f"{tensor.name} {tensor.dtype}[{', '.join(str(d) for d in tensor.shape)}]"

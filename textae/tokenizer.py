@@ -13,6 +13,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from textae.config import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, UNK_TOKEN
 from textae.errors import TextaeError
 
+TOKENIZER_FILE = "tokenizer.json"  # its name in a run folder and in an export folder alike
+
 REPLACEMENT_CHARACTER = "\ufffd"
 
 

@@ -15,7 +15,8 @@ import numpy as np
 
 from textae.atomic import atomic_write
 from textae.errors import TextaeError
-from textae.evaluation.evaluate import import_optional, read_labelled_file, read_text_file
+from textae.evaluation.readers import read_labelled_file, read_text_file
+from textae.extras import import_optional
 from textae.runtime.model import TextAE
 
 METHODS = ("pca", "tsne")

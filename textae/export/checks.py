@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from textae.batching import cut_at_eos, pad_batch
 from textae.config import ModelConfig
 from textae.errors import TextaeError
 from textae.runtime.model import TextAE
@@ -37,8 +38,9 @@ def check_parity(model: Autoencoder, folder: Path, sentences: list[str]) -> dict
     the check and the size of the miss."""
     runtime = TextAE.load(folder, precision="fp32", num_threads=1)
     token_ids = runtime.tokenize(sentences[:PARITY_SENTENCES])
-    real = _padded(token_ids, model.config.pad_id)
-    worst = {"embedding_max_abs_diff": 0.0, "score_max_abs_diff": 0.0}
+    real_ids, real_lengths = pad_batch(token_ids, model.config.pad_id)
+    real = (torch.from_numpy(real_ids), torch.from_numpy(real_lengths))
+    worst = {"embedding_max_abs_diff": 0.0, "features_max_abs_diff": 0.0, "score_max_abs_diff": 0.0}
     for input_ids, lengths in (_parity_batch(model.config), real):
         diffs = _check_batch(model, runtime, input_ids, lengths)
         worst = {name: max(worst[name], diffs[name]) for name in worst}
@@ -50,30 +52,23 @@ def _check_batch(model: Autoencoder, runtime: TextAE, input_ids: Tensor, lengths
     feeds = {"input_ids": input_ids.numpy(), "lengths": lengths.numpy()}
     max_length = model.config.max_length + 1
     with torch.no_grad():
-        torch_embedding = model.encode(input_ids, lengths)
+        torch_embedding, torch_features = model.encode_with_features(input_ids, lengths)
         torch_scores = model.score(input_ids, lengths)
         torch_ids = model.greedy_decode(torch_embedding, max_length).numpy()
+    onnx_embedding, onnx_features = runtime.run_graph("encoder", **feeds)
     diffs = {
-        "embedding_max_abs_diff": _max_abs_diff(runtime.run_graph("encoder", **feeds)[0], torch_embedding.numpy(), "encoder", batch),
+        "embedding_max_abs_diff": _max_abs_diff(onnx_embedding, torch_embedding.numpy(), "encoder", batch),
+        "features_max_abs_diff": _max_abs_diff(onnx_features, torch_features.numpy(), "encoder features", batch),
         "score_max_abs_diff": _max_abs_diff(runtime.run_graph("decoder_score", **feeds)[0], torch_scores.numpy(), "decoder_score", batch),
     }
     loop_feeds = {"sentence_embedding": torch_embedding.numpy(), "max_length": np.array(max_length, dtype=np.int64)}
     _same_ids(runtime.run_graph("decoder_greedy", **loop_feeds)[0], torch_ids, "decoder_greedy (Loop)", batch)
-    eos = model.config.eos_id
-    torch_rows = [row[: row.index(eos)] if eos in row else row for row in torch_ids.tolist()]
+    torch_rows = [cut_at_eos(row, model.config.eos_id) for row in torch_ids]
     step_rows = runtime.greedy_ids(torch_embedding.numpy(), max_length, method="step")
     if step_rows != torch_rows:
         differing = sum(a != b for a, b in zip(step_rows, torch_rows))
         raise TextaeError(f"export check failed: decoder_step ids differ from torch in {differing} of {len(torch_rows)} rows of {batch}")
     return diffs
-
-
-def _padded(token_ids: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    lengths = torch.tensor([len(ids) for ids in token_ids], dtype=torch.long)
-    input_ids = torch.full((len(token_ids), max(1, int(lengths.max()))), pad_id, dtype=torch.long)
-    for row, ids in enumerate(token_ids):
-        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    return input_ids, lengths
 
 
 def _max_abs_diff(got: np.ndarray, want: np.ndarray, graph: str, batch: str) -> float:

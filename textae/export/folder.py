@@ -26,15 +26,17 @@ from rich.console import Console
 from rich.table import Table
 
 from textae import __version__, faults
-from textae.atomic import no_space_error
+from textae.atomic import no_space_error, ordinary_mode
 from textae.config import ModelConfig, load_json, save_json, to_dict
 from textae.corpus import iter_corpus, resolve_paths
 from textae.errors import TextaeError
+from textae.export.calibration import calibrate, validation_token_ids
 from textae.export.checks import check_parity
 from textae.export.graphs import GraphShapes, export_graphs
 from textae.export.quantize import QUANTIZE_CHOICES, compare_precisions, quantize_graphs
 from textae.export.weights import TABLE_USERS, make_lean, tables_graph
 from textae.manifest import (
+    DEFAULT_OPSET,
     FORMAT_VERSION,
     GRAPH_SIGNATURES,
     GRAPHS,
@@ -42,6 +44,7 @@ from textae.manifest import (
     TABLES_FILE,
     TOKEN_GATES,
     WEIGHTS_FILE,
+    calibration_files,
     file_record,
     graph_file_name,
 )
@@ -73,7 +76,7 @@ def export_model(
     out_dir: Path,
     *,
     quantize: str | None = "int8",
-    opset: int = 17,
+    opset: int = DEFAULT_OPSET,
     console: Console | None = None,
     sample_sentences: Sequence[str] | None = None,
 ) -> dict[str, Any]:
@@ -132,6 +135,10 @@ def export_model(
             _write_manifest(build_dir, manifest, precisions, default, [WEIGHTS_FILE, TABLES_FILE])
         with console.status("checking the lean folder against torch"):
             check_parity(model, build_dir, sentences)  # the shared weights and the table computed at load
+        with console.status("calibrating anomaly scores and the latent distribution on the validation split"):
+            # every precision the folder holds, on the lean folder as the runtime will read it
+            manifest["calibration"] = calibrate(build_dir, precisions, validation_token_ids(run_dir), sentences, source)
+            _write_manifest(build_dir, manifest, precisions, default, [WEIGHTS_FILE, TABLES_FILE])
         TextAE.load(build_dir)  # the runtime's own checks must accept what was written
         _finish_folder(build_dir)
         faults.reached("export:replace")
@@ -211,6 +218,7 @@ def _manifest(
         "training": training,
         "quantization": None,
         "tables": {},
+        "calibration": None,
         "files": {},
     }
 
@@ -224,6 +232,7 @@ def _write_manifest(
     for graph in GRAPHS:
         manifest["graphs"][graph]["files"] = {p: graph_file_name(graph, p) for p in precisions}
         names.extend(graph_file_name(graph, p) for p in precisions)
+    names.extend(calibration_files(manifest.get("calibration")))
     manifest["precision"] = default
     manifest["files"] = {name: file_record(folder / name) for name in sorted(names)}
     save_json(folder / MANIFEST_FILE, manifest)
@@ -266,13 +275,11 @@ def _check_destination(out_dir: Path) -> None:
 def _finish_folder(folder: Path) -> None:
     """Flush every file to disk and give the folder ordinary permissions: mkdtemp and the atomic
     writers create private (0700/0600) entries, but an export is meant to be read by services."""
-    umask = os.umask(0)
-    os.umask(umask)
     for path in folder.iterdir():
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
-        path.chmod(0o666 & ~umask)
-    folder.chmod(0o777 & ~umask)
+        path.chmod(ordinary_mode())
+    folder.chmod(ordinary_mode(folder=True))
 
 
 def _remove_stale_builds(out_dir: Path) -> None:
@@ -328,7 +335,8 @@ def _print_report(console: Console, run_dir: Path, out_dir: Path, report: dict[s
     shapes = " and ".join(f"{rows}x{columns}" for rows, columns in parity["batches"])
     console.print(
         f"parity with torch on {shapes} batches: embeddings max |diff| "
-        f"{parity['embedding_max_abs_diff']:.1e}, scores {parity['score_max_abs_diff']:.1e} "
+        f"{parity['embedding_max_abs_diff']:.1e}, features {parity['features_max_abs_diff']:.1e}, "
+        f"scores {parity['score_max_abs_diff']:.1e} "
         f"(tolerance {parity['tolerance']:g}); greedy ids identical (Loop and step graphs)"
     )
     quantization = report["quantization"]

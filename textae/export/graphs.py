@@ -45,8 +45,8 @@ class EncoderGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: Tensor, lengths: Tensor) -> Tensor:
-        return self.model.encode(input_ids, lengths)  # (B, Z)
+    def forward(self, input_ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        return self.model.encode_with_features(input_ids, lengths)  # (B, Z), (B, F)
 
 
 class ScoreGraph(nn.Module):
@@ -225,7 +225,8 @@ def graph_shapes(config: ModelConfig) -> GraphShapes:
     ids, lengths = ("int64", ["batch", "sequence"]), ("int64", ["batch"])
     embedding = ("float32", ["batch", latent])
     return {
-        "encoder": {"input_ids": ids, "lengths": lengths, "sentence_embedding": embedding},
+        "encoder": {"input_ids": ids, "lengths": lengths, "sentence_embedding": embedding,
+                    "features": ("float32", ["batch", config.feature_dim])},  # fmt: skip
         "decoder_greedy": {"sentence_embedding": embedding, "max_length": ("int64", []), "token_ids": ("int64", ["batch", "steps"])},
         "decoder_score": {"input_ids": ids, "lengths": lengths, "score": ("float32", ["batch"])},
         "decoder_init": {"sentence_embedding": embedding, "state": state},

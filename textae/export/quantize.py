@@ -23,7 +23,8 @@ import numpy as np
 import onnx
 
 from textae.errors import TextaeError
-from textae.evaluation.evaluate import row_cosines
+from textae.batching import length_sorted_batches, pad_batch
+from textae.evaluation.metrics import row_cosines
 from textae.export.graphs import GraphShapes, check_graph_file
 from textae.export.rowquant import row_quantized_encoder, supports_row_quantization
 from textae.manifest import GRAPHS, graph_file_name
@@ -90,10 +91,10 @@ class _Calibration:
 
     def __init__(self, runtime: TextAE, sentences: list[str]) -> None:
         token_ids = runtime.tokenize(sentences) or [[]]
-        order = np.argsort([len(ids) for ids in token_ids], kind="stable")
+        pad_id = runtime.config.pad_id
         self._batches: Iterator[dict[str, np.ndarray]] = iter(
-            dict(zip(("input_ids", "lengths"), runtime._pad([token_ids[row] for row in order[start : start + CALIBRATION_BATCH]])))
-            for start in range(0, len(order), CALIBRATION_BATCH)
+            dict(zip(("input_ids", "lengths"), pad_batch([token_ids[row] for row in rows], pad_id)))
+            for rows in length_sorted_batches([len(ids) for ids in token_ids], CALIBRATION_BATCH)
         )
 
     def get_next(self) -> dict[str, np.ndarray] | None:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from textae.export.graphs import FoldedLayer, GraphShapes, _frozen, trace_to_onnx
 from textae.export.loop import _prefix_names, _scalar
-from textae.training.model import Autoencoder, pool, reverse_within_lengths
+from textae.training.model import Autoencoder, masked_max, masked_mean, pool, reverse_within_lengths
 
 LEVELS = 127.0  # symmetric int8: -127..127
 ZERO_POINT, ZERO_POINT_FLOAT, ONE = "row_quant/zero_point", "row_quant/zero_point_float", "row_quant/one"
@@ -98,20 +98,23 @@ class _Step(nn.Module):
 
 
 class _Epilogue(nn.Module):
-    """The top layer's states (T, B, H) -> sentence_embedding (B, Z), pooled as model.encode pools."""
+    """The top layer's states (T, B, H) -> sentence_embedding (B, Z), pooled as model.encode pools,
+    and features (B, 2H): their masked mean and max, as model.encode_with_features computes them
+    (from the same per-row int8 states, so the features are batch-invariant too)."""
 
     def __init__(self, model: Autoencoder) -> None:
         super().__init__()
         self.config = model.config
         self.to_latent = RowQuantAffine(model.encoder.to_latent.weight.t(), model.encoder.to_latent.bias)
 
-    def forward(self, outputs: Tensor, lengths: Tensor) -> Tensor:
-        features = pool(outputs.transpose(0, 1), lengths.clamp(min=1), self.config)  # (B, H)
-        return self.to_latent(features)
+    def forward(self, outputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        states, lengths = outputs.transpose(0, 1), lengths.clamp(min=1)  # (B, T, H)
+        pooled = pool(states, lengths, self.config)  # (B, H)
+        return self.to_latent(pooled), torch.cat([masked_mean(states, lengths), masked_max(states, lengths)], dim=1)
 
 
 def row_quantized_encoder(model: Autoencoder, shapes: GraphShapes, opset: int) -> onnx.ModelProto:
-    """The encoder graph (input_ids, lengths -> sentence_embedding) with per-row int8 products."""
+    """The encoder graph (input_ids, lengths -> sentence_embedding, features) with per-row int8 products."""
     config = model.config
     hidden, gate_width = config.hidden_size, model.encoder.rnn.weight_ih_l0.size(0)
     input_ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 0, 0, 0], [9, 8, 7, 0, 0]]) % config.vocab_size
@@ -136,11 +139,11 @@ def row_quantized_encoder(model: Autoencoder, shapes: GraphShapes, opset: int) -
     epilogue = trace_to_onnx(
         epilogue_module, (torch.stack([top] * 5), lengths), "int8 encoder epilogue",
         {"outputs": ("float32", ["sequence", "batch", hidden]), "lengths": signature["lengths"],
-         "sentence_embedding": signature["sentence_embedding"]},
-        (("outputs", "lengths"), ("sentence_embedding",)), opset,
+         "sentence_embedding": signature["sentence_embedding"], "features": signature["features"]},
+        (("outputs", "lengths"), ("sentence_embedding", "features")), opset,
     )  # fmt: skip
     _prefix_names(prologue.graph, "head/", keep={"input_ids", "lengths", "x_gates", "h0"})
-    _prefix_names(epilogue.graph, "tail/", keep={"outputs", "lengths", "sentence_embedding"})
+    _prefix_names(epilogue.graph, "tail/", keep={"outputs", "lengths", "sentence_embedding", "features"})
     body = step.graph
     _prefix_names(body, "step/", keep={"gates_t", "h", "c", "next_h", "next_c", "top_h"})
     body.node.insert(0, helper.make_node("Gather", ["x_gates", "step"], ["gates_t"], axis=0))

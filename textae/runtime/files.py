@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from textae.atomic import atomic_write
+from textae.batching import DEFAULT_BATCH_SIZE
 from textae.corpus import check_readable_file, chunked, iter_file_lines
 from textae.errors import TextaeError
 from textae.runtime.model import TextAE
@@ -44,10 +45,18 @@ def check_embedding_output(out: Path) -> None:
 
 
 def embed_file(
-    model: TextAE, source: str | Path, out: Path, *, batch_size: int = 64, normalize: bool = False, console: Console | None = None
+    model: TextAE,
+    source: str | Path,
+    out: Path,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    normalize: bool = False,
+    output: str = "sentence_embedding",
+    console: Console | None = None,
 ) -> int:
     """Embed every line of source into out (.npy: an (N, D) float32 array; .jsonl: one
-    {"text", "sentence_embedding"} object per line); return N. Row i is the i-th non-empty line.
+    {"text", OUTPUT} object per line, OUTPUT "sentence_embedding" or "features"); return N. Row i
+    is the i-th non-empty line.
 
     Streams: lines are read, embedded and written CHUNK_SENTENCES at a time, so memory stays
     constant for any input size (standard input included). The file appears under its name only
@@ -70,6 +79,7 @@ def embed_file(
         disable=not console.is_terminal,  # a log file gets the final count line, not bar redraws
     )
     count = 0
+    width = model.dim if output == "sentence_embedding" else model.feature_dim
 
     def write(tmp: Path) -> None:
         nonlocal count
@@ -77,18 +87,18 @@ def embed_file(
             task = progress.add_task("embedding", total=None, rate=0.0)
             started = time.perf_counter()
             if out.suffix == ".npy":
-                handle.write(_npy_header(0, model.dim))  # rewritten with the real row count at the end
+                handle.write(_npy_header(0, width))  # rewritten with the real row count at the end
             for chunk in chunked(iter_file_lines(path), CHUNK_SENTENCES):
-                vectors = model.embed(chunk, batch_size=batch_size, normalize=normalize)
+                vectors = model.embed(chunk, batch_size=batch_size, normalize=normalize, output=output)
                 if out.suffix == ".npy":
                     handle.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
                 else:
-                    handle.write("".join(_jsonl_line(t, v) for t, v in zip(chunk, vectors)).encode("utf-8"))
+                    handle.write("".join(_jsonl_line(t, v, output) for t, v in zip(chunk, vectors)).encode("utf-8"))
                 count += len(chunk)
                 progress.update(task, completed=count, rate=count / (time.perf_counter() - started))
             if out.suffix == ".npy":
                 handle.seek(0)
-                handle.write(_npy_header(count, model.dim))
+                handle.write(_npy_header(count, width))
 
     atomic_write(out, write)
     return count
@@ -122,8 +132,8 @@ def _npy_header(rows: int, dim: int) -> bytes:
     return prefix + struct.pack("<H", body_length) + body
 
 
-def _jsonl_line(text: str, vector: np.ndarray) -> str:
-    return json.dumps({"text": text, "sentence_embedding": vector.tolist()}, ensure_ascii=False) + "\n"
+def _jsonl_line(text: str, vector: np.ndarray, key: str = "sentence_embedding") -> str:
+    return json.dumps({"text": text, key: vector.tolist()}, ensure_ascii=False) + "\n"
 
 
 def flag_anomalies(scores: np.ndarray, *, top: int | None = None, threshold: float | None = None) -> list[int]:
@@ -137,8 +147,8 @@ def flag_anomalies(scores: np.ndarray, *, top: int | None = None, threshold: flo
     return list(range(len(scores)))
 
 
-def check_flag_options(top: int | None, threshold: float | None) -> None:
-    if top is not None and threshold is not None:
-        raise TextaeError("give --top or --threshold, not both")
+def check_flag_options(top: int | None, threshold: float | None, percentile: float | None = None) -> None:
+    if sum(option is not None for option in (top, threshold, percentile)) > 1:
+        raise TextaeError("give one of --top, --threshold and --flag-percentile, not several")
     if top is not None and top < 1:
         raise TextaeError(f"--top must be a positive integer, got {top}")

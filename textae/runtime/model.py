@@ -21,12 +21,19 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from textae.config import ModelConfig, from_dict
+from textae.batching import DEFAULT_BATCH_SIZE, cut_at_eos, length_sorted_batches, pad_batch, unit_rows
 from textae.errors import TextaeError
-from textae.manifest import GRAPH_SIGNATURES, MANIFEST_FILE, PRECISIONS, load_manifest
+from textae.manifest import GRAPH_SIGNATURES, MANIFEST_FILE, PRECISIONS, Manifest, graph_signature, percentile_key
+from textae.runtime.generate import (
+    SPREAD_AROUND_THE_DISTRIBUTION,
+    SPREAD_NEAR_A_SENTENCE,
+    LatentDistribution,
+    check_generate_options,
+)
 from textae.tokenizer import decode_batch, encode_batch, load_tokenizer, special_token_ids
 
 DECODE_METHODS = ("loop", "step")
+EMBED_OUTPUTS = ("sentence_embedding", "features")  # the encoder's outputs embed() can return
 
 
 class TextAE:
@@ -34,21 +41,18 @@ class TextAE:
     lazily created onnxruntime sessions, which are created under a lock and are thread-safe to run."""
 
     def __init__(
-        self, folder: Path, manifest: dict[str, Any], tokenizer: Tokenizer, precision: str, num_threads: int | None
+        self, folder: Path, manifest: Manifest, tokenizer: Tokenizer, precision: str, num_threads: int | None
     ) -> None:
         self.folder = folder
         self.manifest = manifest
-        self.config = from_dict(ModelConfig, manifest["model"], where=str(folder / MANIFEST_FILE))
-        try:
-            self.config.validate()  # an edited manifest must not reach numpy as a shape
-        except (TextaeError, TypeError, ValueError) as exc:
-            raise TextaeError(f"{folder / MANIFEST_FILE}: model config is not valid ({str(exc)[:200]})") from None
+        self.config = manifest.model
         self.tokenizer = tokenizer
         self.precision = precision
         self.num_threads = num_threads
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._sessions_lock = threading.Lock()
         self._tables: dict[str, ort.OrtValue] = {}  # computed at load, shared by the sessions that read them
+        self._latent: LatentDistribution | None = None
 
     @classmethod
     def load(cls, path: str | Path, num_threads: int | None = None, precision: str | None = None) -> TextAE:
@@ -58,17 +62,17 @@ class TextAE:
         picks fp32 or int8 graphs (default: the manifest's `precision`, the one export chose).
         """
         folder = Path(path)
-        manifest = load_manifest(folder)
-        precision = precision or manifest["precision"]
-        available = sorted(manifest["graphs"]["encoder"]["files"])
+        manifest = Manifest.load(folder)
+        precision = precision or manifest.precision
+        available = manifest.precisions
         if precision not in PRECISIONS or precision not in available:
             raise TextaeError(f"{folder}: precision {precision!r} not available; this export has {', '.join(available)}")
         if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
             raise TextaeError(f"num_threads must be a positive integer, got {num_threads!r}")
-        tokenizer = load_tokenizer(folder / manifest["tokenizer"])
-        ids = special_token_ids(tokenizer, where=str(folder / manifest["tokenizer"]))
-        if ids != manifest["special_tokens"]:
-            raise TextaeError(f"{folder}: tokenizer special token ids {ids} differ from {MANIFEST_FILE} {manifest['special_tokens']}")
+        tokenizer = load_tokenizer(folder / manifest.tokenizer)
+        ids = special_token_ids(tokenizer, where=str(folder / manifest.tokenizer))
+        if ids != manifest.special_tokens:
+            raise TextaeError(f"{folder}: tokenizer special token ids {ids} differ from {MANIFEST_FILE} {manifest.special_tokens}")
         model = cls(folder, manifest, tokenizer, precision, num_threads)
         model._session("encoder")  # fail at load, not at the first call, when the runtime cannot read the graph
         return model
@@ -79,52 +83,130 @@ class TextAE:
 
     # --- public API ---------------------------------------------------------------------------
 
-    def embed(self, sentences: Sequence[str], batch_size: int = 64, normalize: bool = False) -> np.ndarray:
-        """Sentence vectors (N, latent_dim) float32, in input order.
+    @property
+    def feature_dim(self) -> int:
+        """Width of embed(..., output="features"): 2 * directions * hidden_size."""
+        return self.config.feature_dim
+
+    @property
+    def has_features(self) -> bool:
+        """Whether the encoder has the `features` output (exports of format version 1 have not)."""
+        return "features" in graph_signature("encoder", self.manifest.format_version)[1]
+
+    def embed(
+        self, sentences: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, normalize: bool = False, output: str = "sentence_embedding"
+    ) -> np.ndarray:
+        """Sentence vectors (N, latent_dim) float32, in input order; with output="features", the
+        encoder's features (N, feature_dim): masked mean and max of its top layer's states.
 
         Sentences are stripped, tokenized, truncated to the model's max_length and run in batches of
         similar length. An empty (or blank) sentence has zero tokens: the encoder reads one <pad>
         instead, exactly as the torch model does.
         """
         sentences = _check_sentences(sentences)
-        _check_batch_size(batch_size)
-        vectors = np.zeros((len(sentences), self.dim), dtype=np.float32)
-        token_ids = self.tokenize(sentences)
-        for rows in _length_sorted_batches(token_ids, batch_size):
-            input_ids, lengths = self._pad([token_ids[row] for row in rows])
-            vectors[rows] = self.run_graph("encoder", input_ids=input_ids, lengths=lengths)[0]
-        if normalize:
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = vectors / np.maximum(norms, np.finfo(np.float32).tiny)
-        return vectors
+        self._check_output(output)
+        return self.embed_token_ids(self.tokenize(sentences), batch_size, normalize, output)
 
-    def score(self, sentences: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def embed_token_ids(
+        self, token_ids: Sequence[Sequence[int]], batch_size: int = DEFAULT_BATCH_SIZE, normalize: bool = False, output: str = "sentence_embedding"
+    ) -> np.ndarray:
+        """embed() for sentences already tokenized (as `tokenize` returns them), in length-sorted batches."""
+        _check_batch_size(batch_size)
+        column = self._check_output(output)
+        vectors = np.zeros((len(token_ids), self.dim if column == 0 else self.feature_dim), dtype=np.float32)
+        for rows in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
+            vectors[rows] = self.embed_ids([token_ids[row] for row in rows], output=output)
+        return unit_rows(vectors) if normalize else vectors
+
+    def score(self, sentences: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Anomaly score (N,) float32: each sentence's mean per-token negative log-likelihood (tokens
         and <eos>) under the decoder, given the sentence's own vector. Higher is more unusual."""
         sentences = _check_sentences(sentences)
+        return self.score_token_ids(self.tokenize(sentences), batch_size)
+
+    def score_token_ids(self, token_ids: Sequence[Sequence[int]], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """score() for sentences already tokenized (as `tokenize` returns them), in length-sorted batches."""
         _check_batch_size(batch_size)
-        scores = np.zeros(len(sentences), dtype=np.float32)
-        token_ids = self.tokenize(sentences)
-        for rows in _length_sorted_batches(token_ids, batch_size):
-            input_ids, lengths = self._pad([token_ids[row] for row in rows])
-            scores[rows] = self.run_graph("decoder_score", input_ids=input_ids, lengths=lengths)[0]
+        scores = np.zeros(len(token_ids), dtype=np.float32)
+        for rows in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
+            scores[rows] = self.score_ids([token_ids[row] for row in rows])
         return scores
 
-    def reconstruct(self, sentences: Sequence[str], batch_size: int = 64, max_length: int | None = None) -> list[str]:
+    def score_percentiles(self) -> dict[float, float]:
+        """Percentile -> anomaly score of the run's in-domain validation sentences, for this precision
+        (stored at export: {50.0: ..., 99.0: ..., 99.9: ...}); empty for exports made before."""
+        calibration = self.manifest.calibration or {}
+        stored = (calibration.get("score_percentiles") or {}).get(self.precision) or {}
+        return {float(key): float(value) for key, value in stored.items()}
+
+    def anomaly_threshold(self, percentile: float) -> float:
+        """The score above which a sentence is rarer than `percentile` % of in-domain validation sentences."""
+        stored = self.score_percentiles()
+        if not stored:
+            raise TextaeError(f"{self.folder}: this export has no calibrated score percentiles (exported before "
+                              "textae stored them); re-export the run with `textae export`")  # fmt: skip
+        if float(percentile) not in stored:
+            raise TextaeError(f"percentile must be one of {', '.join(percentile_key(p) for p in sorted(stored))} "
+                              f"(the ones this export stores), got {percentile_key(percentile)}")  # fmt: skip
+        return stored[float(percentile)]
+
+    def latent_distribution(self) -> LatentDistribution:
+        """Mean and covariance of the run's validation vectors, read from the export once."""
+        if self._latent is None:
+            calibration = self.manifest.calibration or {}
+            if not calibration.get("latent_mean") or not calibration.get("latent_covariance"):
+                raise TextaeError(f"{self.folder}: this export has no latent statistics (exported before textae "
+                                  "stored them); re-export the run with `textae export`")  # fmt: skip
+            mean, covariance = (
+                _load_array(self.folder / calibration[key]) for key in ("latent_mean", "latent_covariance")
+            )
+            self._latent = LatentDistribution(mean, covariance)
+        return self._latent
+
+    def generate(
+        self,
+        count: int,
+        *,
+        near: str | None = None,
+        spread: float | None = None,
+        seed: int | None = None,
+        max_length: int | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> list[str]:
+        """count new sentences, greedily decoded from sampled vectors.
+
+        Without `near`: vectors from a Gaussian with the mean and covariance of the run's validation
+        vectors, its spread scaled by `spread` (default 1.0). With `near`: vectors around that
+        sentence's own, each dimension moved by `spread` (default 0.8) times the dimension's
+        standard deviation over the validation vectors. `seed` makes the draw repeatable.
+        """
+        check_generate_options(count, spread)
+        if near is not None and not isinstance(near, str):
+            raise TextaeError(f"near must be a sentence (str), got a {type(near).__name__}")
+        distribution = self.latent_distribution()
+        rng = np.random.default_rng(seed)
+        if near is None:
+            vectors = distribution.sample(count, rng, SPREAD_AROUND_THE_DISTRIBUTION if spread is None else spread)
+        else:
+            centre = self.embed([near])[0]
+            vectors = distribution.sample_near(centre, count, rng, SPREAD_NEAR_A_SENTENCE if spread is None else spread)
+        return self.decode(vectors, batch_size=batch_size, max_length=max_length)
+
+    def reconstruct(self, sentences: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None) -> list[str]:
         """Encode each sentence and decode it greedily: what the model remembers of it."""
         sentences = _check_sentences(sentences)
         _check_batch_size(batch_size)
         token_ids = self.tokenize(sentences)
         texts = [""] * len(sentences)
         # similar input lengths give similar output lengths, so the Loop's early exit wastes less
-        for rows in _length_sorted_batches(token_ids, batch_size):
-            input_ids, lengths = self._pad([token_ids[row] for row in rows])
-            (vectors,) = self.run_graph("encoder", input_ids=input_ids, lengths=lengths)
+        for rows in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
+            input_ids, lengths = pad_batch([token_ids[row] for row in rows], self.config.pad_id)
+            vectors = self.run_graph("encoder", input_ids=input_ids, lengths=lengths)[0]
             for row, text in zip(rows, self._decode_texts(vectors, max_length)):
                 texts[row] = text
         return texts
 
-    def decode(self, vectors: np.ndarray, batch_size: int = 64, max_length: int | None = None) -> list[str]:
+    def decode(self, vectors: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None) -> list[str]:
         """Greedy text for each row of vectors (N, latent_dim): any point, e.g. between two sentences."""
         vectors = self._check_vectors(vectors)
         _check_batch_size(batch_size)
@@ -150,7 +232,7 @@ class TextAE:
             token_ids = self._step_loop(vectors, max_length)
         else:
             raise TextaeError(f"method must be one of {', '.join(DECODE_METHODS)}; got {method!r}")
-        return [_cut_at_eos(row, self.config.eos_id) for row in token_ids]
+        return [cut_at_eos(row, self.config.eos_id) for row in token_ids]
 
     def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
         """Token ids as the graphs read them: stripped (as every line of a training corpus is, so
@@ -164,14 +246,18 @@ class TextAE:
         full = encode_batch(self.tokenizer, [sentence.strip() for sentence in sentences], sys.maxsize)
         return [ids[:limit] for ids in full], [len(ids) > limit for ids in full]
 
-    def embed_ids(self, token_ids: Sequence[Sequence[int]], width: int | None = None) -> np.ndarray:
-        """Vectors (N, latent_dim) float32 of already tokenized sentences, in ONE onnxruntime call.
+    def embed_ids(
+        self, token_ids: Sequence[Sequence[int]], width: int | None = None, output: str = "sentence_embedding"
+    ) -> np.ndarray:
+        """Vectors (N, latent_dim) float32 of already tokenized sentences, in ONE onnxruntime call
+        (with output="features": the encoder's features, (N, feature_dim)).
 
         width pads the batch to at least that many columns: a caller that batches can keep the number
         of distinct input shapes small. The encoder reads `lengths`, so padding never changes a vector.
         """
+        column = self._check_output(output)
         input_ids, lengths = self._pad_to(token_ids, width)
-        return self.run_graph("encoder", input_ids=input_ids, lengths=lengths)[0]
+        return self.run_graph("encoder", input_ids=input_ids, lengths=lengths)[column]
 
     def score_ids(self, token_ids: Sequence[Sequence[int]], width: int | None = None) -> np.ndarray:
         """Anomaly scores (N,) float32 of already tokenized sentences in one call; width as in embed_ids."""
@@ -205,21 +291,19 @@ class TextAE:
                 break
         return np.stack(steps, axis=1)
 
-    def _pad(self, token_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        lengths = np.array([len(ids) for ids in token_ids], dtype=np.int64)
-        # at least one column: a batch of empty sentences still feeds the encoder one <pad> step
-        input_ids = np.full((len(token_ids), max(1, int(lengths.max()))), self.config.pad_id, dtype=np.int64)
-        for row, ids in enumerate(token_ids):
-            input_ids[row, : len(ids)] = ids
-        return input_ids, lengths
+    def _check_output(self, output: str) -> int:
+        """The encoder output's position, after checking the name and that this export has it."""
+        if output not in EMBED_OUTPUTS:
+            raise TextaeError(f"output must be one of {', '.join(EMBED_OUTPUTS)}; got {output!r}")
+        if output == "features" and not self.has_features:
+            raise TextaeError(f"{self.folder}: this export's encoder has no features output (exported before textae "
+                              "added it); re-export the run with `textae export` to get them")  # fmt: skip
+        return EMBED_OUTPUTS.index(output)
 
     def _pad_to(self, token_ids: Sequence[Sequence[int]], width: int | None) -> tuple[np.ndarray, np.ndarray]:
         if len(token_ids) == 0:
             raise TextaeError("expected at least one tokenized sentence")
-        input_ids, lengths = self._pad([list(ids) for ids in token_ids])
-        if width is not None and width > input_ids.shape[1]:
-            input_ids = np.pad(input_ids, ((0, 0), (0, width - input_ids.shape[1])), constant_values=self.config.pad_id)
-        return input_ids, lengths
+        return pad_batch(token_ids, self.config.pad_id, min_width=width or 1)
 
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -252,7 +336,7 @@ class TextAE:
         return self._tables[name]
 
     def _create_session(self, graph: str) -> ort.InferenceSession:
-        path = self.folder / self.manifest["graphs"][graph]["files"][self.precision]
+        path = self.manifest.graph_path(self.folder, graph, self.precision)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.num_threads or 0  # 0: onnxruntime's default, one per core
         options.inter_op_num_threads = 1  # the graphs are chains: no independent branches to overlap
@@ -265,14 +349,14 @@ class TextAE:
         options.add_session_config_entry("session.force_spinning_stop", "1")
         # format 2: tables the export does not store (the folded token-gates table) are computed
         # once by their own small graph and given to each session that reads them
-        tables = {name: entry for name, entry in (self.manifest.get("tables") or {}).items() if graph in entry["used_by"]}
+        tables = {name: entry for name, entry in (self.manifest.tables or {}).items() if graph in entry["used_by"]}
         if tables:
             options.add_external_initializers(list(tables), [self._table(name, entry) for name, entry in tables.items()])
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
             raise TextaeError(f"{path}: onnxruntime cannot load this graph ({str(exc).splitlines()[0][:200]})") from None
-        inputs, outputs = GRAPH_SIGNATURES[graph]
+        inputs, outputs = graph_signature(graph, self.manifest.format_version)
         found = (tuple(i.name for i in session.get_inputs()), tuple(o.name for o in session.get_outputs()))
         if found != (inputs, outputs):
             raise TextaeError(f"{path}: graph has inputs/outputs {found}, expected {(inputs, outputs)}")
@@ -290,6 +374,13 @@ def _compute_table(path: Path, name: str) -> np.ndarray:
     return np.ascontiguousarray(value)
 
 
+def _load_array(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False).astype(np.float32)
+    except (OSError, ValueError) as exc:
+        raise TextaeError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0][:200]})") from None
+
+
 def _check_sentences(sentences: Sequence[str]) -> list[str]:
     if isinstance(sentences, str):
         raise TextaeError("expected a list of sentences, got a single string; wrap it in a list")
@@ -303,14 +394,3 @@ def _check_sentences(sentences: Sequence[str]) -> list[str]:
 def _check_batch_size(batch_size: int) -> None:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise TextaeError(f"batch_size must be a positive integer, got {batch_size!r}")
-
-
-def _length_sorted_batches(token_ids: list[list[int]], batch_size: int) -> list[np.ndarray]:
-    """Row indices grouped into batches of similar length, so little compute goes to padding."""
-    order = np.argsort([len(ids) for ids in token_ids], kind="stable")
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-
-
-def _cut_at_eos(token_ids: np.ndarray, eos_id: int) -> list[int]:
-    ids = [int(token) for token in token_ids]
-    return ids[: ids.index(eos_id)] if eos_id in ids else ids

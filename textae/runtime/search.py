@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 
 from textae.atomic import atomic_write
+from textae.batching import DEFAULT_BATCH_SIZE, unit_rows
 from textae.errors import TextaeError
 from textae.manifest import MANIFEST_FILE, sha256_file
-from textae.runtime.model import TextAE
 from textae.runtime.files import read_sentences
+from textae.runtime.model import TextAE
 
 INDEX_FORMAT = 1  # bump when a reader of the previous version could misread an index file
 INDEX_SUFFIX = ".npz"
@@ -47,13 +48,6 @@ class Neighbour:
 def model_fingerprint(model: TextAE) -> str:
     """What an index's vectors depend on: the exact graphs (via the manifest's checksums) and precision."""
     return f"{sha256_file(model.folder / MANIFEST_FILE)}:{model.precision}"
-
-
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to length 1 (all-zero rows stay zero), as contiguous float32."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.ascontiguousarray(vectors / np.maximum(norms, np.finfo(np.float32).tiny))
 
 
 def top_k_cosine(corpus_unit: np.ndarray, query_unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +81,7 @@ class VectorIndex:
     source_sha256: str
 
     @classmethod
-    def build(cls, model: TextAE, source: Path, batch_size: int = 64) -> VectorIndex:
+    def build(cls, model: TextAE, source: Path, batch_size: int = DEFAULT_BATCH_SIZE) -> VectorIndex:
         """Embed every non-empty line of source."""
         source = Path(source)
         texts = read_sentences(source)

@@ -240,11 +240,9 @@ def create_app(settings: ServeSettings, *, handle_signals: bool = False) -> Fast
     settings.validate()
     api_key = read_api_key(settings.api_key_file) if settings.api_key_file else None
     # the manifest is small: read it now (without hashing the graphs) so the spec knows the widths
-    from textae.config import ModelConfig, from_dict
-    from textae.manifest import load_manifest
+    from textae.manifest import Manifest
 
-    manifest = load_manifest(Path(settings.model), verify_files=False)
-    config = from_dict(ModelConfig, manifest["model"], where=settings.model)
+    config = Manifest.load(Path(settings.model), verify_files=False).model
     models = schemas.request_models(schemas.Limits(settings.max_inputs, settings.max_chars, config.latent_dim, settings.max_decode_length))
     metrics = Metrics()
 

@@ -10,18 +10,18 @@ import tempfile
 from typing import Any
 
 from textae.errors import TextaeError
-from textae.manifest import load_manifest
+from textae.manifest import Manifest
 from textae.serve.settings import SETTINGS_ENV, ServeSettings
 
 
 def check_serve(settings: ServeSettings) -> None:
     """Raise TextaeError (one line) for bad options or a bad model folder: sizes and sha256 of every file."""
     settings.validate()
-    manifest = load_manifest(settings.model)
-    precisions = sorted(manifest["graphs"]["encoder"]["files"])
+    manifest = Manifest.load(settings.model)
+    precisions = manifest.precisions
     if settings.precision is not None and settings.precision not in precisions:
         raise TextaeError(f"{settings.model}: precision {settings.precision!r} not available; this export has {', '.join(precisions)}")
-    max_length = int(manifest["model"]["max_length"])
+    max_length = manifest.model.max_length
     if settings.max_batch_tokens < min(max_length, settings.bucket_multiple):
         raise TextaeError(f"--max-batch-tokens {settings.max_batch_tokens} cannot hold one input of up to {max_length} tokens")
 

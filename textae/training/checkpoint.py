@@ -23,10 +23,10 @@ import torch
 from textae.atomic import atomic_write_bytes
 from textae.config import ModelConfig, from_dict
 from textae.errors import TextaeError
+from textae.tokenizer import TOKENIZER_FILE
 from textae.training.model import Autoencoder
 
 CONFIG_FILE = "config.json"
-TOKENIZER_FILE = "tokenizer.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"
 METRICS_FILE = "metrics.jsonl"

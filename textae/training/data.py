@@ -1,4 +1,4 @@
-"""Tokenized corpora, the on-disk token store, length-bucketed batches, and padding.
+"""Tokenized corpora, the on-disk token store, and length-bucketed training batches.
 
 Memory: a corpus held in memory costs its token ids (4 bytes each, int32) plus one 8-byte offset per
 sentence. The training split is written to a token store on disk and read a batch at a time with
@@ -22,6 +22,7 @@ import torch
 from tokenizers import Tokenizer
 
 from textae import faults
+from textae.batching import pad_batch
 from textae.corpus import chunked
 from textae.tokenizer import encode_batch
 
@@ -212,17 +213,12 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -
     return [group[0] for group in epoch_batch_groups(lengths, batch_size, seed, epoch)]
 
 
-def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Deterministic length-sorted batches for evaluation."""
-    order = np.argsort(lengths, kind="stable")
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 @dataclass
 class Batch:
     input_ids: torch.Tensor  # (B, T) int64, <pad> after each sentence
     lengths: torch.Tensor  # (B,) int64, stays on the CPU (packing wants it there)
     targets: torch.Tensor  # (B, T + 1) int64: the sentence, <eos>, then <pad>
+    pad_id: int  # the <pad> id of input_ids and targets (the model config's)
 
     def to(self, device: torch.device) -> Batch:
         if device.type == "cpu":
@@ -231,11 +227,12 @@ class Batch:
             self.input_ids.pin_memory().to(device, non_blocking=True),
             self.lengths,
             self.targets.pin_memory().to(device, non_blocking=True),
+            self.pad_id,
         )
 
     @property
     def num_target_tokens(self) -> int:
-        return int((self.targets != 0).sum())
+        return int((self.targets != self.pad_id).sum())
 
 
 def add_noise(tokens: np.ndarray, noise: dict[str, float], mask_id: int, rng: np.random.Generator) -> np.ndarray:
@@ -264,12 +261,6 @@ def collate(
     """Pad a batch; with noise, the encoder reads a corrupted copy and the targets stay clean."""
     sentences = [corpus.sentence(int(index)) for index in indices]
     inputs = [add_noise(s, noise, mask_id, rng) for s in sentences] if noise and rng is not None else sentences
-    lengths = np.fromiter((len(s) for s in inputs), dtype=np.int64, count=len(inputs))
-    target_width = max(len(s) for s in sentences) + 1
-    input_ids = np.full((len(indices), max(int(lengths.max()), 1)), pad_id, dtype=np.int64)
-    targets = np.full((len(indices), target_width), pad_id, dtype=np.int64)
-    for row, (source, tokens) in enumerate(zip(inputs, sentences)):
-        input_ids[row, : len(source)] = source
-        targets[row, : len(tokens)] = tokens
-        targets[row, len(tokens)] = eos_id
-    return Batch(torch.from_numpy(input_ids), torch.from_numpy(lengths), torch.from_numpy(targets))
+    input_ids, lengths = pad_batch(inputs, pad_id)
+    targets, _ = pad_batch([np.append(tokens, eos_id) for tokens in sentences], pad_id)
+    return Batch(torch.from_numpy(input_ids), torch.from_numpy(lengths), torch.from_numpy(targets), pad_id)

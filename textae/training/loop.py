@@ -10,6 +10,7 @@ import ctypes
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from tokenizers import Tokenizer
 
 from textae import faults
 from textae.atomic import atomic_write_text
+from textae.batching import cut_at_eos, length_sorted_batches
 from textae.config import ModelConfig, TrainConfig, parse_noise, save_json, to_dict
 from textae.corpus import resolve_paths
 from textae.errors import NoSpaceError, TextaeError
@@ -38,14 +40,10 @@ from textae.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from textae.training.data import (
-    TokenizedCorpus,
-    collate,
-    epoch_batch_groups,
-    sorted_batches,
-    tokenize_corpus,
-)
+from textae.training.budget import TimeBudget, format_seconds
+from textae.training.data import TokenizedCorpus, collate, epoch_batch_groups, tokenize_corpus
 from textae.training.model import Autoencoder, count_parameters
+from textae.training.optimizers import make_optimizer
 from textae.training.precision import MasterWeights, native_bf16, resolve_precision
 from textae.training.run_folder import (
     clean_for_resume,
@@ -64,6 +62,7 @@ EVAL_BATCH_SIZE = 128
 # periodic trim, peak RSS wanders by hundreds of MB for reasons unrelated to the corpus. Trimming
 # every step cost 3-5 % of throughput; every 10 steps keeps most of the benefit.
 TRIM_EVERY = 10
+UNPLANNED_STEPS = 1 << 40  # the step count of a time-budgeted run before its pace is measured
 
 
 def release_freed_memory() -> None:
@@ -95,6 +94,8 @@ class TrainingState:
     stopped_early: bool = False
     world_size: int = 1  # processes the run was started with (a resume must match)
     validated_step: int = -1  # the last step validated (a resume after the final validation skips it)
+    train_seconds: float = 0.0  # wall-clock seconds in the training loop over all sessions (the time budget's)
+    planned_steps: int | None = None  # under a time budget: the step count the schedule ends at
     losses_since_record: list[float] = field(default_factory=list)  # metrics.jsonl logs their mean
 
 
@@ -106,8 +107,10 @@ def train(
     show_progress: bool = True,
     console: Console | None = None,
     stop_at_step: int | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
-    """Train (or resume) a run and return its summary. stop_at_step simulates a killed run.
+    """Train (or resume) a run and return its summary. stop_at_step simulates a killed run; clock
+    is what the time budget reads (tests pass a fake one).
 
     resume=True continues from the run folder's checkpoint, or, when the run was stopped before its
     first checkpoint, starts it over with the options saved in its config.json (see run_folder).
@@ -139,7 +142,7 @@ def train(
             if not resume and not isinstance(exc, NoSpaceError) and workers.is_main:
                 discard_unstarted_run(run_dir)
             raise
-        return trainer.run(stop_at_step)
+        return trainer.run(stop_at_step, clock)
     except NoSpaceError as exc:
         raise NoSpaceError(f"{exc}; free some space, then continue with: textae train --resume --out {run_dir}") from None
     finally:
@@ -186,23 +189,29 @@ class _Trainer:
             # bf16: DDP wraps the compute copy and all-reduces its bf16 gradients, as it does fp32 ones
             device_ids = [workers.local_rank] if workers.device.type == "cuda" else None
             self.forward = torch.nn.parallel.DistributedDataParallel(self.weights.compute, device_ids=device_ids)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay
-        )
+        self.optimizer = make_optimizer(self.model.parameters(), train_config)
         self.steps_per_epoch = len(self._my_batches(0))
         if self.steps_per_epoch == 0:
             raise TextaeError(f"{len(self.train_data)} training sentences are too few for {workers.world_size} processes")
-        self.total_steps = train_config.epochs * self.steps_per_epoch
-        if train_config.max_steps:
-            self.total_steps = min(self.total_steps, train_config.max_steps)
-        total = self.total_steps
+        self.time_budget = train_config.time_budget_seconds
+        if self.time_budget is None:
+            self.total_steps = train_config.epochs * self.steps_per_epoch
+            if train_config.max_steps:
+                self.total_steps = min(self.total_steps, train_config.max_steps)
+        else:
+            # a time budget replaces the epoch count; until the step time is measured (within the
+            # warm-up), the run plans for max_steps or for no end
+            self.total_steps = train_config.max_steps or UNPLANNED_STEPS
+        # the lambda reads self.total_steps at every step: a time budget re-plans it as the run goes
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            lambda step: learning_rate_factor(train_config.lr_schedule, step, train_config.warmup_steps, total),
+            lambda step: learning_rate_factor(train_config.lr_schedule, step, train_config.warmup_steps, self.total_steps),
         )
         self.state = TrainingState(world_size=workers.world_size)
         if restore:
             self.state = _restore(run_dir, self.model, self.optimizer, self.scheduler, workers)
+            if self.state.planned_steps is not None:
+                self.total_steps = self.state.planned_steps
             console.print(f"resuming {run_dir} at step {self.state.step}")
         else:
             if resume:
@@ -212,7 +221,9 @@ class _Trainer:
             console.print(
                 f"training {count_parameters(self.model):,} parameters on {len(self.train_data):,} sentences "
                 f"({self.train_data.num_tokens:,} tokens), validating on {len(self.valid_data):,}; "
-                f"{self.total_steps:,} steps on {workers.world_size} process(es), device {workers.device}, precision {train_config.precision}"
+                + (f"{self.total_steps:,} steps" if self.time_budget is None else f"a time budget of {format_seconds(self.time_budget)}")
+                + f" on {workers.world_size} process(es), device {workers.device}, precision {train_config.precision}; "
+                f"{train_config.optimizer} at peak learning rate {train_config.peak_learning_rate:g}"
             )
         self.noise = parse_noise(train_config.noise)
         self.metrics = _MetricsLog(run_dir / METRICS_FILE, keep_through_step=self.state.step if restore else None)
@@ -230,10 +241,11 @@ class _Trainer:
         groups = epoch_batch_groups(self.train_data.lengths, self.config.batch_size, self.config.seed, epoch, world)
         return [group[self.workers.rank] for group in groups if len(group) == world]
 
-    def run(self, stop_at_step: int | None) -> dict[str, Any]:
+    def run(self, stop_at_step: int | None, clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
         state, config = self.state, self.config
-        decay_steps = config.teacher_forcing_decay_steps or self.total_steps
-        task = self.progress.add_task("train", total=self.total_steps, completed=state.step, loss=float("nan"), tps=0.0, tf=1.0)
+        self.budget = TimeBudget(self.time_budget, state.train_seconds, max_steps=config.max_steps, clock=clock)
+        shown_total = None if self.total_steps == UNPLANNED_STEPS else self.total_steps
+        task = self.progress.add_task("train", total=shown_total, completed=state.step, loss=float("nan"), tps=0.0, tf=1.0)
         window_tokens, window_start = 0.0, time.perf_counter()
         interrupted = False
         try:
@@ -245,9 +257,10 @@ class _Trainer:
                             break
                         ratio = teacher_forcing_ratio(
                             config.teacher_forcing_schedule, state.step, config.teacher_forcing_start,
-                            config.teacher_forcing_end, decay_steps,
+                            config.teacher_forcing_end, config.teacher_forcing_decay_steps or self.total_steps,
                         )  # fmt: skip
                         loss, tokens = self._step(indices, ratio)
+                        self._follow_budget(task)
                         faults.reached("step")
                         if state.step % TRIM_EVERY == 0:
                             release_freed_memory()
@@ -275,7 +288,7 @@ class _Trainer:
                     else:  # the epoch ran to its end
                         state.epoch += 1
                         state.batch_in_epoch = 0
-                        if state.epoch >= config.epochs:
+                        if state.epoch >= config.epochs and self.time_budget is None:
                             break
                         continue
                     break  # step limit, simulated kill or early stop inside the epoch
@@ -294,7 +307,20 @@ class _Trainer:
         in_sync = self._ranks_in_sync()
         if not self.workers.is_main:
             return {"run_dir": str(self.run_dir), "step": state.step, "finished": True}
-        return _finish(self.run_dir, state, self.total_steps, self.console, {"processes": self.workers.world_size, "ranks_in_sync": in_sync})
+        extra = {"processes": self.workers.world_size, "ranks_in_sync": in_sync, "optimizer": config.optimizer,
+                 "peak_learning_rate": config.peak_learning_rate, "train_seconds": round(state.train_seconds, 1),
+                 "time_budget_seconds": self.time_budget}  # fmt: skip
+        return _finish(self.run_dir, state, self.total_steps, self.console, extra)
+
+    def _follow_budget(self, task: Any) -> None:
+        """Re-plan the step count for the time budget; rank 0's plan is every rank's plan."""
+        planned = self.budget.observe(self.state.step)
+        if self.time_budget is None:
+            return
+        planned = self.workers.broadcast(planned)
+        if planned is not None and planned != self.total_steps:
+            self.total_steps = self.state.planned_steps = planned
+            self.progress.update(task, total=planned)
 
     def _step(self, indices: np.ndarray, ratio: float) -> tuple[float, float]:
         """One optimisation step; returns (loss, target tokens over all ranks)."""
@@ -326,6 +352,7 @@ class _Trainer:
         state = self.state
         state.validated_step = state.step
         stop = False
+        started = self.budget.spent  # as of the step just taken: the fake clocks of the tests tick per reading
         if self.workers.is_main:
             result = evaluate(self.model, self.valid_data, self.config.free_running_sentences)
             faults.reached("validate")
@@ -347,11 +374,13 @@ class _Trainer:
             )
             stop = bool(self.config.patience) and state.validations_without_improvement >= self.config.patience
         release_freed_memory()  # evaluation batches are the largest allocations of a run
+        self.budget.validation_took(self.budget.read_clock() - started)
         decision = self.workers.broadcast((stop, state.best_valid_loss, state.best_step, state.validations_without_improvement))
         stop, state.best_valid_loss, state.best_step, state.validations_without_improvement = decision
         return stop
 
     def _checkpoint(self) -> None:
+        self.state.train_seconds = self.budget.spent  # as of the last step or validation
         rng_states = self.workers.gather(_rng_state(self.workers.device))
         if self.workers.is_main:
             save_checkpoint(
@@ -396,7 +425,7 @@ def evaluate(model: Autoencoder, data: TokenizedCorpus, free_running_sentences: 
     model.eval()
     total_loss = total_tokens = correct = 0.0
     with torch.no_grad():
-        for indices in sorted_batches(data.lengths, EVAL_BATCH_SIZE):
+        for indices in length_sorted_batches(data.lengths, EVAL_BATCH_SIZE):
             batch = collate(data, indices, config.pad_id, config.eos_id).to(device)
             logits, loss = model(batch.input_ids, batch.lengths, batch.targets)
             mask = batch.targets != config.pad_id
@@ -434,11 +463,7 @@ def reconstruct(model: Autoencoder, tokenizer: Tokenizer, sentences: list[str]) 
     data = tokenize_corpus(sentences, tokenizer, model.config.max_length)
     batch = collate(data, np.arange(len(data)), model.config.pad_id, model.config.eos_id)
     predicted = model.greedy_decode(model.encode(batch.input_ids, batch.lengths))
-    return decode_batch(tokenizer, [_until_eos(row.tolist(), model.config.eos_id) for row in predicted])
-
-
-def _until_eos(ids: list[int], eos_id: int) -> list[int]:
-    return ids[: ids.index(eos_id)] if eos_id in ids else ids
+    return decode_batch(tokenizer, [cut_at_eos(row.tolist(), model.config.eos_id) for row in predicted])
 
 
 # --- checkpoints -------------------------------------------------------------------------------

@@ -40,6 +40,23 @@ class Encoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """input_ids (B, T) int64, lengths (B,) int64 -> sentence_embedding (B, latent_dim)."""
+        outputs, lengths = self.states(input_ids, lengths)
+        return self.to_latent(self.dropout(pool(outputs, lengths, self.config)))
+
+    def encode_with_features(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (sentence_embedding (B, latent_dim), features (B, 2 * D * H)).
+
+        features: the masked mean and the masked max over time of the top layer's states,
+        concatenated (D directions of H each): the encoder's hidden states as features for
+        downstream tasks, wider than the sentence vector and not squeezed through it.
+        """
+        outputs, lengths = self.states(input_ids, lengths)
+        sentence_embedding = self.to_latent(self.dropout(pool(outputs, lengths, self.config)))
+        return sentence_embedding, torch.cat([masked_mean(outputs, lengths), masked_max(outputs, lengths)], dim=1)
+
+    def states(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The top layer's states (B, T', D*H), exact for each row's first lengths[b] steps, and the
+        lengths they were read with (at least 1, on the states' device)."""
         # An empty sentence reads a single <pad>: the packed RNN needs at least one step per row.
         lengths = lengths.clamp(min=1)
         if self.config.reverse_input:
@@ -55,8 +72,7 @@ class Encoder(nn.Module):
             # the first lengths[b] steps, so the padded batch is exact too; it runs the fused
             # whole-sequence kernel, which packing (varying batch size per step) cannot use.
             outputs, _ = self.rnn(embedded)  # (B, T, H)
-        features = pool(outputs, lengths.to(outputs.device), self.config)
-        return self.to_latent(self.dropout(features))
+        return outputs, lengths.to(outputs.device)
 
 
 def reverse_within_lengths(input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -78,11 +94,25 @@ def pool(outputs: torch.Tensor, lengths: torch.Tensor, config: ModelConfig) -> t
             # the backward direction ends at position 0
             final = torch.cat([final[:, :hidden], outputs[:, 0, hidden:]], dim=1)
         return final
-    steps = torch.arange(outputs.size(1), device=outputs.device)
-    mask = (steps.unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(2)  # (B, T, 1)
     if config.pooling == "mean":
-        return outputs.masked_fill(~mask, 0.0).sum(dim=1) / lengths.unsqueeze(1).to(outputs.dtype)
-    return outputs.masked_fill(~mask, float("-inf")).max(dim=1).values
+        return masked_mean(outputs, lengths)
+    return masked_max(outputs, lengths)
+
+
+def _step_mask(outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    steps = torch.arange(outputs.size(1), device=outputs.device)
+    return (steps.unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(2)  # (B, T, 1)
+
+
+def masked_mean(outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) -> (B, F): the mean over each row's first lengths[b] steps."""
+    mask = _step_mask(outputs, lengths)
+    return outputs.masked_fill(~mask, 0.0).sum(dim=1) / lengths.unsqueeze(1).to(outputs.dtype)
+
+
+def masked_max(outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) -> (B, F): the maximum over each row's first lengths[b] steps."""
+    return outputs.masked_fill(~_step_mask(outputs, lengths), float("-inf")).max(dim=1).values
 
 
 class Decoder(nn.Module):
@@ -151,6 +181,10 @@ class Autoencoder(nn.Module):
 
     def encode(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.encoder(input_ids, lengths)
+
+    def encode_with_features(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sentence_embedding (B, Z), features (B, 2 * D * H)); see Encoder.encode_with_features."""
+        return self.encoder.encode_with_features(input_ids, lengths)
 
     def forward(
         self,
