@@ -111,8 +111,15 @@ class Server:
         self.process.wait(60)
 
 
-async def drive(server: Server, name: str, clients: int, per_request: int | tuple[int, int], sentences: list[str], seconds: float, seed: int = 0) -> Result:
-    """`clients` tasks, each sending one request at a time to /embed until `seconds` have passed."""
+async def drive(
+    server: Server, name: str, clients: int, per_request: int | tuple[int, int], sentences: list[str], seconds: float,
+    seed: int = 0, health_only: bool = False,
+) -> Result:
+    """`clients` tasks, each sending one request at a time to /embed until `seconds` have passed.
+
+    health_only sends GET /health instead: no tokenization and no model, so its requests/s is the
+    ceiling that HTTP, JSON and the event loop (server and client on the same cores) put on any route.
+    """
     before = server.batch_counts()
     result = Result(name, seconds)
     stop_at = 0.0
@@ -125,7 +132,10 @@ async def drive(server: Server, name: str, clients: int, per_request: int | tupl
             batch = [rng.choice(sentences) for _ in range(count)]
             started = time.perf_counter()
             try:
-                response = await client.post("/embed", json={"inputs": batch})
+                if health_only:
+                    response = await client.get("/health")
+                else:
+                    response = await client.post("/embed", json={"inputs": batch})
             except httpx.TransportError as exc:
                 result.errors[type(exc).__name__] += 1
                 continue
@@ -136,6 +146,8 @@ async def drive(server: Server, name: str, clients: int, per_request: int | tupl
             result.requests += 1
             result.sentences += count
             result.latencies.append(latency)
+            if health_only:
+                continue
             result.queue_ms.append(float(response.headers["x-queue-time"]))
             result.inference_ms.append(float(response.headers["x-inference-time"]))
 
@@ -155,19 +167,19 @@ async def drive(server: Server, name: str, clients: int, per_request: int | tupl
     return result
 
 
-def in_process(model: str, threads: int, precision: str | None, sentences: list[str], seconds: float) -> Result:
+def in_process(model: str, threads: int, precision: str | None, sentences: list[str], seconds: float, batch_size: int = 64) -> Result:
     library = TextAE.load(model, num_threads=threads, precision=precision)
     rng = random.Random(0)
-    result = Result("in-process TextAE.embed, batch 64", seconds)
-    library.embed(sentences[:64])
+    result = Result(f"in-process TextAE.embed, batch {batch_size}", seconds)
+    library.embed(sentences[:batch_size])
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
-        batch = [rng.choice(sentences) for _ in range(64)]
+        batch = [rng.choice(sentences) for _ in range(batch_size)]
         t0 = time.perf_counter()
-        library.embed(batch, batch_size=64)
+        library.embed(batch, batch_size=batch_size)
         result.latencies.append((time.perf_counter() - t0) * 1000)
         result.requests += 1
-        result.sentences += 64
+        result.sentences += batch_size
     result.seconds = time.perf_counter() - started
     return result
 
@@ -281,8 +293,12 @@ def main() -> None:
           f"precision {args.precision or 'of the export'}, {args.duration:.0f} s per scenario\n")
 
     results = [in_process(args.model, threads, args.precision, sentences, args.duration)]
+    # what batching 16 single-sentence requests can gain at most, before any HTTP: the model's own rate
+    # at batch 16 over its rate at batch 1
+    results += [in_process(args.model, threads, args.precision, sentences, args.duration / 2, size) for size in (1, 16)]
     server = Server(args.model, threads, args.precision)
     try:
+        results.append(asyncio.run(drive(server, "16 clients x GET /health (HTTP ceiling)", 16, 1, sentences, args.duration / 2, health_only=True)))
         for clients in (1, 4, 16, 64):
             results.append(asyncio.run(drive(server, f"{clients} clients x 1 sentence", clients, 1, sentences, args.duration)))
         results.append(asyncio.run(drive(server, "16 clients x 32 sentences", 16, 32, sentences, args.duration)))
@@ -305,6 +321,15 @@ def main() -> None:
     print()
     print(f"16x32 vs in-process batch 64: {big.sentences_per_second / reference * 100:.0f} % of sentences/s (target >= 60 %), errors {sum(big.errors.values())}")
     print(f"16x1 batched vs --max-batch-size 1: {single.sentences_per_second / unbatched_result.sentences_per_second:.2f}x (target >= 3x), errors {sum(single.errors.values())}")
+    # 16 one-sentence clients can at best reach the slower of: the model's own rate at batch 16, and
+    # the rate at which HTTP alone answers (server and client share these cores)
+    model_16 = by_name["in-process TextAE.embed, batch 16"].sentences_per_second
+    model_1 = by_name["in-process TextAE.embed, batch 1"].sentences_per_second
+    ceiling = by_name["16 clients x GET /health (HTTP ceiling)"]
+    http = ceiling.requests / ceiling.seconds
+    print(f"  bound: min(in-process batch 16 {model_16:.0f} sent/s, HTTP ceiling {http:.0f} req/s) = "
+          f"{min(model_16, http) / unbatched_result.sentences_per_second:.2f}x the --max-batch-size 1 server "
+          f"(the model alone gains {model_16 / model_1:.2f}x from batch 1 to 16)")
     print(f"server RSS MB: start {rss['start']:.0f}, after warm-up {rss['after warm-up']:.0f}, end {rss['end']:.0f}: {growth:+.1f} % after warm-up (target <= 10 %)")
 
     print(f"\nonnxruntime arena settings, encoder fp32, {args.arena_calls} calls of random shapes (rows 1-64, widths bucketed by 8):")

@@ -28,11 +28,11 @@ class TickingClock:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"),
+    ("text", "expected"),
     [("30m", 1800), ("2h", 7200), ("90s", 90), ("1h30m", 5400), ("1.5h", 5400), ("1h2m3s", 3723), (" 45S ", 45)],
 )
-def test_parses_durations(text: str, seconds: float) -> None:
-    assert parse_duration(text) == seconds
+def test_parses_durations(text: str, expected: float) -> None:
+    assert parse_duration(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "30", "m", "30x", "2h-5m", "5m2h", "0m", "-3m", "1 h"])
