@@ -116,3 +116,10 @@ def test_auto_precision_is_resolved_and_saved(tmp_path: Path, tiny_corpus: Path,
     monkeypatch.setattr(precision, "native_bf16", lambda device: False)
     train(_config(tmp_path, tiny_corpus, "auto", precision="auto", max_steps=1), ModelConfig(**TINY_MODEL), show_progress=False)
     assert json.loads((tmp_path / "auto" / "config.json").read_text())["train"]["precision"] == "fp32"
+
+
+def test_training_leaves_denormal_floats_to_the_caller(trained_run: Path) -> None:
+    # train() flushes denormals to zero while it runs (trained_run has trained in this process);
+    # afterwards the caller's tensors keep them, as torch's default has it
+    tiny = torch.tensor([1e-40], dtype=torch.float32)
+    assert tiny.item() != 0.0

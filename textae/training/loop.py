@@ -147,6 +147,8 @@ def train(
         raise NoSpaceError(f"{exc}; free some space, then continue with: textae train --resume --out {run_dir}") from None
     finally:
         distributed.stop(workers)
+        # flush-to-zero is process-wide: leave the caller's floats as torch's default (off) had them
+        torch.set_flush_denormal(False)
 
 
 class _Trainer:
