@@ -202,3 +202,27 @@ def test_a_lone_request_never_waits_but_an_expected_one_is_waited_for() -> None:
     asyncio.run(scenario())
     batcher.close()
     assert [len(batch.payloads) for batch in recorder.batches] == [1, 2]
+
+
+def test_a_request_split_over_batches_counts_each_moment_once() -> None:
+    # x-queue-time + x-inference-time must not exceed the request's time: while its first batch ran,
+    # its other sentences were not also "queued" (that double count made the benchmark's rest < 0).
+    import time
+
+    class Slow(Recorder):
+        def __call__(self, batch: Batch) -> list[Any]:
+            time.sleep(0.05)
+            return super().__call__(batch)
+
+    batcher = make(Slow(), max_batch_size=2, max_wait_ms=0)
+
+    async def scenario() -> tuple[float, Any]:
+        started = time.perf_counter()
+        ticket = batcher.submit(("embed",), [ids(3, n) for n in range(6)], [3] * 6)  # three batches of two
+        await ticket.future
+        return time.perf_counter() - started, ticket
+
+    wall, ticket = asyncio.run(scenario())
+    batcher.close()
+    assert ticket.inference_seconds >= 3 * 0.05
+    assert 0 <= ticket.queue_seconds and ticket.queue_seconds + ticket.inference_seconds <= wall

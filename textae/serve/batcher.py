@@ -49,7 +49,9 @@ class Ticket:
     results: list[Any]
     remaining: int
     enqueued_at: float
-    queue_seconds: float = 0.0  # longest time one of its items waited before its batch started
+    # queue + inference = enqueue to its last batch's end, with no overlap: a request split over two
+    # batches spent the first batch's run in inference, not in the queue, while its rest waited.
+    queue_seconds: float = 0.0  # from enqueue to its last batch's end, less inference_seconds
     inference_seconds: float = 0.0  # summed duration of the batches its items ran in
     cancelled: bool = False  # set by Batcher.cancel: the client went away, drop the items not yet run
     failed: bool = False
@@ -266,17 +268,17 @@ class Batcher:
         except Exception as exc:  # an onnxruntime failure must fail this batch only, never the thread
             logger.exception("inference failed for a batch of %d", len(items))
             results, error = [None] * len(items), exc
-        seconds = time.perf_counter() - started
+        finished = time.perf_counter()
+        seconds = finished - started
         tickets: dict[int, Ticket] = {}
         queue_seconds = []
         for item, result in zip(items, results):
             ticket = item.ticket
-            waited = started - ticket.enqueued_at
-            queue_seconds.append(waited)
+            queue_seconds.append(started - ticket.enqueued_at)
             if id(ticket) not in tickets:
                 tickets[id(ticket)] = ticket
                 ticket.inference_seconds += seconds
-            ticket.queue_seconds = max(ticket.queue_seconds, waited)
+                ticket.queue_seconds = finished - ticket.enqueued_at - ticket.inference_seconds
             ticket.results[item.index] = result
             ticket.remaining -= 1
         for ticket in tickets.values():
