@@ -248,7 +248,7 @@ def soak(server: Server, sentences: list[str], seconds: float) -> tuple[Result, 
 
 ARENA_CONFIGS = {
     "arena on, mem pattern on (onnxruntime default)": {"enable_cpu_mem_arena": True, "enable_mem_pattern": True},
-    "arena on, mem pattern off": {"enable_cpu_mem_arena": True, "enable_mem_pattern": False},
+    "arena on, mem pattern off (textae's setting)": {"enable_cpu_mem_arena": True, "enable_mem_pattern": False},
     "arena off (malloc per call)": {"enable_cpu_mem_arena": False, "enable_mem_pattern": False},
 }
 

@@ -347,6 +347,10 @@ class TextAE:
         # right after an embed call (7.2 -> 16.9 ms, 2 threads). Spinning still speeds the many
         # small ops inside one call, so stop it only when a call ends.
         options.add_session_config_entry("session.force_spinning_stop", "1")
+        # The memory pattern caches an allocation plan per input shape, so RSS grew with every new
+        # batch shape (encoder, 100 random shapes: +19.6 % with it, +0.1 % without, at the same
+        # speed within 2 %; benchmarks/bench_serve.py's arena probe; onnxruntime #11627).
+        options.enable_mem_pattern = False
         # format 2: tables the export does not store (the folded token-gates table) are computed
         # once by their own small graph and given to each session that reads them
         tables = {name: entry for name, entry in (self.manifest.tables or {}).items() if graph in entry["used_by"]}
