@@ -137,11 +137,17 @@ def test_the_fp32_encoder_stops_at_the_longest_row_so_padding_is_free(random_exp
     proto = onnx.load(str(random_export / "encoder.onnx"), load_external_data=False)
     recurrent = [node for node in proto.graph.node if node.op_type in ("LSTM", "GRU", "RNN")]
     assert recurrent and all(len(node.input) > 4 and node.input[4] for node in recurrent)
-    runtime = TextAE.load(random_export, precision="fp32")
-    token_ids = runtime.tokenize(TINY_SENTENCES[:6])
-    narrow = runtime.embed_ids(token_ids)
-    for width in (16, 64):
-        np.testing.assert_allclose(runtime.embed_ids(token_ids, width=width), narrow, atol=1e-6, rtol=0)
+    # the per-row int8 encoder's Loop likewise runs max(lengths) steps, not the padded width
+    int8_encoder = onnx.load(str(random_export / "encoder.int8.onnx"), load_external_data=False)
+    (loop,) = [node for node in int8_encoder.graph.node if node.op_type == "Loop"]
+    producers = {output: node for node in int8_encoder.graph.node for output in node.output}
+    assert producers[loop.input[0]].op_type == "Min" and "longest" in {n.output[0] for n in producers.values() if "lengths" in n.input}
+    for precision in ("fp32", "int8"):
+        runtime = TextAE.load(random_export, precision=precision)
+        token_ids = runtime.tokenize(TINY_SENTENCES[:6])
+        narrow = runtime.embed_ids(token_ids)
+        for width in (16, 64):
+            np.testing.assert_allclose(runtime.embed_ids(token_ids, width=width), narrow, atol=1e-6, rtol=0)
 
 
 def test_a_damaged_weights_file_is_refused(random_export: Path, tmp_path: Path) -> None:

@@ -167,13 +167,24 @@ def row_quantized_encoder(model: Autoencoder, shapes: GraphShapes, opset: int) -
         ]
     )
     body.name = "encoder_step"
-    loop_nodes = [
-        helper.make_node("Shape", ["input_ids"], ["steps_1d"], start=1, end=2),
-        helper.make_node("Squeeze", ["steps_1d", "axis_0"], ["steps"]),
-        helper.make_node("Loop", ["steps", "true", "h0", "h0"], ["last_h", "last_c", "outputs"], body=body),
+    # The columns past the longest row are cut before the prologue and the Loop runs max(lengths)
+    # steps (clamped to 1..width): padding never reaches the pooled outputs (they read each row's
+    # first lengths[b] states), so a server's bucketed widths cost nothing here either, as the fp32
+    # LSTM's sequence_lens does (batch 8 of 6 tokens at width 64: 2.38 -> 0.71 ms).
+    for node in prologue.graph.node:
+        node.input[:] = ["used_ids" if name == "input_ids" else name for name in node.input]
+    cut_nodes = [
+        helper.make_node("Shape", ["input_ids"], ["width_1d"], start=1, end=2),
+        helper.make_node("Squeeze", ["width_1d", "axis_0"], ["width"]),
+        helper.make_node("ReduceMax", ["lengths"], ["longest"], keepdims=0),
+        helper.make_node("Max", ["longest", "one_step"], ["longest_at_least_1"]),
+        helper.make_node("Min", ["longest_at_least_1", "width"], ["steps"]),
+        helper.make_node("Unsqueeze", ["steps", "axis_0"], ["steps_1d"]),
+        helper.make_node("Slice", ["input_ids", "axis_0", "steps_1d", "axis_1"], ["used_ids"]),  # [:, 0:steps]
     ]
+    loop_nodes = [helper.make_node("Loop", ["steps", "true", "h0", "h0"], ["last_h", "last_c", "outputs"], body=body)]
     graph = helper.make_graph(
-        list(prologue.graph.node) + loop_nodes + list(epilogue.graph.node),
+        cut_nodes + list(prologue.graph.node) + loop_nodes + list(epilogue.graph.node),
         "encoder",
         # declared here, not taken from the prologue: a forward-reading encoder's prologue never
         # reads lengths, and the exporter drops unread inputs
@@ -181,7 +192,8 @@ def row_quantized_encoder(model: Autoencoder, shapes: GraphShapes, opset: int) -
          helper.make_tensor_value_info("lengths", TensorProto.INT64, signature["lengths"][1])],
         list(epilogue.graph.output),
         list(prologue.graph.initializer) + list(epilogue.graph.initializer)
-        + [_scalar("true", True), numpy_helper.from_array(np.array([0], dtype=np.int64), "axis_0")],
+        + [_scalar("true", True), numpy_helper.from_array(np.array([0], dtype=np.int64), "axis_0"),
+           numpy_helper.from_array(np.array([1], dtype=np.int64), "axis_1"), _scalar("one_step", 1)],
     )  # fmt: skip
     opsets = list(step.opset_import) + [helper.make_opsetid("com.microsoft", 1)]  # MatMulIntegerToFloat
     model_proto = helper.make_model(graph, opset_imports=opsets, ir_version=step.ir_version, producer_name="textae")
