@@ -138,7 +138,7 @@ def time_steps(data, config: ModelConfig, train_config: TrainConfig, precision: 
     torch.manual_seed(0)
     model = Autoencoder(config)
     weights = MasterWeights(model, precision)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.peak_learning_rate)
     encoder_flops, decoder_flops = model_flops_per_token(config)
     batches = epoch_batches(data.lengths, train_config.batch_size, seed=0, epoch=0)
     warmup = 3
