@@ -137,11 +137,13 @@ def test_the_fp32_encoder_stops_at_the_longest_row_so_padding_is_free(random_exp
     proto = onnx.load(str(random_export / "encoder.onnx"), load_external_data=False)
     recurrent = [node for node in proto.graph.node if node.op_type in ("LSTM", "GRU", "RNN")]
     assert recurrent and all(len(node.input) > 4 and node.input[4] for node in recurrent)
-    # the per-row int8 encoder's Loop likewise runs max(lengths) steps, not the padded width
+    # the per-row int8 encoder likewise cuts the columns past max(lengths) before its Scan
     int8_encoder = onnx.load(str(random_export / "encoder.int8.onnx"), load_external_data=False)
-    (loop,) = [node for node in int8_encoder.graph.node if node.op_type == "Loop"]
+    assert [node.op_type for node in int8_encoder.graph.node].count("Scan") == 1
     producers = {output: node for node in int8_encoder.graph.node for output in node.output}
-    assert producers[loop.input[0]].op_type == "Min" and "longest" in {n.output[0] for n in producers.values() if "lengths" in n.input}
+    (cut,) = [node for node in int8_encoder.graph.node if node.op_type == "Slice" and node.input[0] == "input_ids"]
+    steps = producers[producers[cut.input[2]].input[0]]  # Unsqueeze(Min(max(lengths), width))
+    assert steps.op_type == "Min" and producers[producers[steps.input[0]].input[0]].input == ["lengths"]
     for precision in ("fp32", "int8"):
         runtime = TextAE.load(random_export, precision=precision)
         token_ids = runtime.tokenize(TINY_SENTENCES[:6])
