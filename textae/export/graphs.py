@@ -38,9 +38,9 @@ GraphShapes = dict[str, dict[str, TensorSpec]]  # graph -> tensor name -> spec
 
 class EncoderGraph(nn.Module):
     """model.encode, packed (also for a forward RNN): one ONNX LSTM op with sequence_lens, which
-    onnxruntime runs only up to the batch's longest row, so a server's bucketed padding is free. Folding the
-    embedding into a hand-written Loop was measured slower (53 vs 37 ms for a 64x30 batch of a
-    256/512 bi-LSTM): the op's single input GEMM over all steps is already cheap."""
+    onnxruntime runs only up to the batch's longest row, so a server's bucketed padding is free.
+    Folding the embedding into a hand-written Loop was measured slower (53 vs 37 ms for a 64x30
+    batch of a 256/512 bi-LSTM): the op's single input GEMM over all steps is already cheap."""
 
     def __init__(self, model: Autoencoder) -> None:
         super().__init__()
