@@ -2,7 +2,9 @@
 through the installed package (`textae demo` from a wheel), in a fresh virtual environment.
 
 The slow tests work offline: the wheel is built without build isolation and installed without
-dependencies into a venv that sees this interpreter's site-packages (numpy, onnxruntime, ...).
+dependencies into a venv that sees the site-packages of the environment running the tests (numpy,
+onnxruntime, setuptools, pip, ...), never those of the base interpreter, which may lack them when
+the suite itself runs in a venv.
 """
 
 from __future__ import annotations
@@ -53,8 +55,14 @@ def _pip(python: Path, *args: str, cwd: Path) -> None:
 
 
 def _fresh_venv(path: Path) -> Path:
-    venv.create(path, system_site_packages=True, with_pip=False)  # pip itself comes from the system site too
-    return path / "bin" / "python"
+    """A venv whose own site-packages comes first, then this environment's (by a .pth file: plain
+    paths, so this environment's own .pth hooks, such as an editable textae, are not run there)."""
+    venv.create(path, system_site_packages=False, with_pip=False)  # pip comes from this environment too
+    python = path / "bin" / "python"
+    done = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True)
+    ours = [entry for entry in sys.path if entry.endswith(("site-packages", "dist-packages")) and Path(entry).is_dir()]
+    (Path(done.stdout.strip()) / "test-environment.pth").write_text("\n".join(ours) + "\n", encoding="utf-8")
+    return python
 
 
 def _report(python: Path, cwd: Path) -> dict[str, object]:
