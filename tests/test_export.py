@@ -196,10 +196,15 @@ def test_export_contains_exporter_warnings_and_replaces_an_old_export(random_run
             report = export_model(random_run, tmp_path / "model", console=Console(file=console_text, width=200))
     assert [str(w.message) for w in caught] == []
     assert capfd.readouterr().err == ""  # the C++ side's warnings go to file descriptor 2
-    assert "parity with torch" in console_text.getvalue() and "runtime loads fp32" in console_text.getvalue()
-    # the default writes int8 too; an untrained model's near-tied logits fail the greedy gate, and it says why
-    assert report["precision"] == "fp32" and report["quantization"]["default"] == "fp32"
-    assert "int8 is not the default: greedy reconstructions" in console_text.getvalue()
+    assert "parity with torch" in console_text.getvalue() and "runtime loads " in console_text.getvalue()
+    # the default writes int8 too; an untrained model's near-tied logits fail the text gate, and it says
+    # why; the embed job is decided by its own figures, whatever text's verdict
+    quantization = report["quantization"]
+    assert quantization["jobs"]["text"]["precision"] == "fp32" and report["job_precisions"]["text"] == "fp32"
+    assert "text stays fp32: greedy reconstructions" in console_text.getvalue()
+    embed_passes = quantization["min_cosine"] >= 0.999 and quantization["features_min_cosine"] >= 0.999 and quantization["batch_invariant"]
+    assert report["job_precisions"]["embed"] == ("int8" if embed_passes else "fp32")
+    assert report["precision"] == "fp32" == quantization["default"]  # int8 for everything only where both jobs passed
     assert report["parity"]["embedding_max_abs_diff"] <= TOLERANCE
     assert len(report["parity"]["batches"]) == 2  # a synthetic batch and one of real sentences
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
@@ -238,7 +243,8 @@ def test_trained_model_passes_the_int8_gate_and_loads_int8_by_default(tmp_path_f
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     report = manifest["quantization"]
     assert report["greedy_agreement"] >= 0.95 and report["min_cosine"] >= 0.999 and report["warning"] is None
-    assert manifest["precision"] == "int8" and TextAE.load(folder).precision == "int8"
+    assert manifest["precision"] == "int8" and manifest["job_precisions"] == {"embed": "int8", "text": "int8"}
+    assert TextAE.load(folder).precisions == {"embed": "int8", "text": "int8"} and TextAE.load(folder).precision == "int8"
 
 
 def test_int8_vectors_are_batch_invariant(int8_export: Path) -> None:
@@ -312,8 +318,9 @@ def test_int8_gate_falls_back_to_fp32_with_the_reason(random_run: Path, tmp_path
     monkeypatch.setattr(textae.export.quantize, "GATE_MIN_COSINE", 1.5)  # no cosine reaches it
     text = io.StringIO()
     report = export_model(random_run, tmp_path / "model", quantize="int8", console=Console(file=text, width=300))
-    assert "minimum cosine to fp32" in report["quantization"]["warning"] and "< 1.5" in report["quantization"]["warning"]
-    assert report["precision"] == "fp32" and TextAE.load(tmp_path / "model").precision == "fp32"
+    assert "embed stays fp32: minimum cosine to fp32" in report["quantization"]["warning"] and "< 1.5" in report["quantization"]["warning"]
+    assert report["quantization"]["jobs"]["embed"] == {"precision": "fp32", "reasons": report["quantization"]["jobs"]["embed"]["reasons"]}
+    assert report["precision"] == "fp32" and TextAE.load(tmp_path / "model").precisions["embed"] == "fp32"
     assert "warning:" in text.getvalue() and "min cosine" in text.getvalue() and "batch-invariant" in text.getvalue()
     assert report["quantization"]["source"] == str(json.loads((random_run / "config.json").read_text())["train"]["corpus"][0])
 

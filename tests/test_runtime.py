@@ -102,7 +102,7 @@ def test_sessions_stop_spinning_between_calls(random_export: Path) -> None:
     model = TextAE.load(random_export, num_threads=2, precision="fp32")
     model.reconstruct(TINY_SENTENCES[:2])
     for graph in ("encoder", "decoder_greedy"):
-        options = model._session(graph).get_session_options()
+        options = model._session(graph, "text").get_session_options()
         assert options.get_session_config_entry("session.force_spinning_stop") == "1"
         assert options.intra_op_num_threads == 2
 

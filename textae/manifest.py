@@ -19,6 +19,12 @@ size and sha256. Both sides import the names below, so they cannot drift apart.
       latent_mean.npy             (Z,) float32: mean of the run's validation vectors      } the manifest's
       latent_covariance.npy       (Z, Z) float32: their covariance (for generation)       } "calibration"
 
+"precision" names the precision a reader loads for everything; "job_precisions" (absent in exports
+made before it existed) names one per job: {"embed": the encoder behind `embed`, "text": the graphs
+behind reconstruct, score and generate, encoder included}, each decided by its own int8 gate (the
+"quantization" report says with which figures, on which CPU). "precision" is "int8" only where
+both jobs are, so a reader that knows no jobs is never given a graph that failed its gate.
+
 The optional "calibration" section (absent in exports made before it existed, which still load):
 {"source", "sentences", "score_percentiles": {precision: {"50": score, ..., "99.9": score}},
 "latent_mean", "latent_covariance"}: the anomaly-score distribution of in-domain sentences the
@@ -28,11 +34,13 @@ model never trained on, and the file names of the latent statistics (listed in "
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from textae.config import ModelConfig, from_dict, load_json, to_dict
+from textae.config import ModelConfig, from_dict, load_json, save_json, to_dict
+from textae.cpu import CpuInfo, cpu_from_dict, this_cpu
 from textae.errors import TextaeError
 
 FORMAT_VERSION = 2  # bump when a reader of the previous version could misread the folder
@@ -49,6 +57,7 @@ TABLES_FILE = "decoder_tables.onnx"
 TOKEN_GATES = "token_gates"  # the table's name in decoder_tables' output and in the graphs using it
 COMPUTED_LOCATION = "computed-at-load"  # external-data location of a table the runtime computes
 PRECISIONS = ("fp32", "int8")
+JOBS = ("embed", "text")  # what a precision is chosen for: the sentence vectors, and everything that decodes
 DEFAULT_OPSET = 17  # ONNX opset `textae export` writes by default
 
 # graph name -> (input names, output names); the export names every graph's inputs and outputs this way
@@ -136,8 +145,9 @@ class FileRecord:
 class Manifest:
     """textae.json as a typed, checked object: what the runtime, `textae info` and search read.
 
-    The writer (`textae.export`) builds the same JSON; `to_dict` gives it back key for key, and keys
-    this reader does not know are kept in `other`, so a round trip loses nothing.
+    The one owner of textae.json's fields: `textae.export` builds a Manifest and writes it with
+    `save` (through `to_dict`), the runtime reads it with `load`. Keys this version does not know are
+    kept in `other`, so a round trip loses nothing.
     """
 
     format_version: int
@@ -155,6 +165,7 @@ class Manifest:
     quantization: dict[str, Any] | None = None  # the int8 vs fp32 report, when int8 graphs exist
     calibration: dict[str, Any] | None = None  # validation score percentiles, latent statistics' files (format 2)
     tables: dict[str, Any] | None = None  # table name -> {"file", "used_by"}: tables computed at load (format 2)
+    job_precisions: dict[str, str] | None = None  # job -> precision its gate chose; None: `precision` for all
     other: dict[str, Any] = field(default_factory=dict)  # keys this version does not read
 
     @property
@@ -164,6 +175,26 @@ class Manifest:
 
     def graph_path(self, folder: Path, graph: str, precision: str) -> Path:
         return Path(folder) / self.graphs[graph].files[precision]
+
+    def job_precision(self, job: str) -> str:
+        """The precision the runtime loads for job ("embed" or "text") unless told otherwise."""
+        return (self.job_precisions or {}).get(job, self.precision)
+
+    def with_files(self, folder: Path, precisions: Sequence[str], extra_files: Sequence[str] = ()) -> Manifest:
+        """This manifest with each graph's file per precision and the size and sha256 of every file
+        it names (tokenizer, graphs, extra_files, calibration data) as they are in folder now."""
+        graphs = {
+            graph: replace(entry, files={precision: graph_file_name(graph, precision) for precision in precisions})
+            for graph, entry in self.graphs.items()
+        }
+        names = [self.tokenizer, *extra_files, *calibration_files(self.calibration)]
+        names += [name for entry in graphs.values() for name in entry.files.values()]
+        files = {name: FileRecord(**file_record(Path(folder) / name)) for name in sorted(set(names))}
+        return replace(self, graphs=graphs, files=files)
+
+    def save(self, folder: Path) -> None:
+        """Write textae.json into folder (atomically)."""
+        save_json(Path(folder) / MANIFEST_FILE, self.to_dict())
 
     @classmethod
     def load(cls, folder: Path, *, verify_files: bool = True) -> Manifest:
@@ -231,41 +262,54 @@ class Manifest:
             if graph in GRAPH_SIGNATURES and tuple(t.name for t in entry.outputs) != graph_signature(graph, version)[1]:
                 raise TextaeError(f"{where}: graph '{graph}' lists outputs {[t.name for t in entry.outputs]}, "
                                   f"expected {list(graph_signature(graph, version)[1])} in format version {version}")  # fmt: skip
+        job_precisions = data.get("job_precisions")
+        if job_precisions is not None and (
+            not isinstance(job_precisions, dict) or not set(job_precisions) <= set(JOBS)
+            or not all(isinstance(value, str) and value in PRECISIONS for value in job_precisions.values())
+        ):  # fmt: skip
+            raise TextaeError(f"{where}: field 'job_precisions' must map {' and '.join(JOBS)} to one of {', '.join(PRECISIONS)}")
         model = from_dict(ModelConfig, data["model"], where=where)
         try:
             model.validate()  # an edited manifest must not reach numpy as a shape
         except (TextaeError, TypeError, ValueError) as exc:
             raise TextaeError(f"{where}: model config is not valid ({str(exc)[:200]})") from None
-        known = {f.name for f in fields(cls)} - {"other"}
-        return cls(
-            format_version=version, model=model,
-            special_tokens=dict(data["special_tokens"]), graphs=graphs, precision=data["precision"], files=files,
-            tokenizer=data["tokenizer"], textae_version=data.get("textae_version"), created=data.get("created"),
-            opset=data.get("opset"), producer=data.get("producer"), training=data.get("training"),
-            quantization=data.get("quantization"), calibration=calibration, tables=tables, other={k: v for k, v in data.items() if k not in known},
-        )  # fmt: skip
+        checked = {
+            "format_version": version, "model": model, "special_tokens": dict(data["special_tokens"]), "graphs": graphs,
+            "precision": data["precision"], "files": files, "tokenizer": data["tokenizer"], "calibration": calibration,
+            "tables": tables, "job_precisions": dict(job_precisions) if job_precisions is not None else None,
+        }  # fmt: skip
+        # every other field is plain JSON, read as it was written: a field added to the class is
+        # read (and written by to_dict) with no other change
+        plain = {f.name: data.get(f.name) for f in fields(cls) if f.name not in checked and f.name != "other" and f.name in data}
+        known = {f.name for f in fields(cls)}
+        return cls(**checked, **plain, other={k: v for k, v in data.items() if k not in known})
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object of textae.json (the same keys and values the export wrote)."""
-        data: dict[str, Any] = {
-            "format_version": self.format_version,
-            "textae_version": self.textae_version,
-            "created": self.created,
-            "model": to_dict(self.model),
-            "special_tokens": dict(self.special_tokens),
-            "opset": self.opset,
-            "producer": self.producer,
-            "graphs": {graph: entry.to_dict() for graph, entry in self.graphs.items()},
-            "precision": self.precision,
-            "tokenizer": self.tokenizer,
-            "training": self.training,
-            "quantization": self.quantization,
-            "calibration": self.calibration,
-            "files": {name: {"bytes": record.bytes, "sha256": record.sha256} for name, record in self.files.items()},
-        }
-        if self.tables is not None:  # version-1 folders have no tables
-            data["tables"] = self.tables
+        """The JSON object of textae.json: every field, in JSON form, and the keys kept in `other`.
+        A field that is None and marked OMITTED_WHEN_NONE is left out (older folders never had it)."""
+        data: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name == "other" or (value is None and item.name in OMITTED_WHEN_NONE):
+                continue
+            data[item.name] = _json_value(value)
         return {**data, **self.other}
+
+
+OMITTED_WHEN_NONE = ("tables", "calibration", "job_precisions")  # absent in folders written before each existed
+
+
+def _json_value(value: Any) -> Any:
+    """A manifest field's value as JSON: configs and records become objects, the rest is already JSON."""
+    if isinstance(value, ModelConfig):
+        return to_dict(value)
+    if isinstance(value, FileRecord):
+        return {"bytes": value.bytes, "sha256": value.sha256}
+    if isinstance(value, (TensorInfo, GraphEntry)):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {key: _json_value(item) for key, item in value.items()}
+    return value
 
 
 def _check_shapes(manifest: dict[str, Any], path: Path | str) -> None:
@@ -314,7 +358,8 @@ def describe_manifest(folder: Path, manifest: Manifest) -> list[tuple[str, str]]
             f"{'tied' if model.tie_embeddings else 'untied'} embeddings",
         ),
         ("special tokens", ", ".join(f"{name} {value}" for name, value in manifest.special_tokens.items())),
-        ("precisions", f"{', '.join(manifest.precisions)} (runtime loads {manifest.precision}); opset {manifest.opset}"),
+        ("precisions", f"{', '.join(manifest.precisions)} (runtime loads "
+         + ", ".join(f"{manifest.job_precision(job)} to {job}" for job in JOBS) + f"); opset {manifest.opset}"),
         ("files", f"{len(manifest.files)} files, {total / 1e6:.1f} MB, sizes and sha256 verified"),
     ]
     for graph, entry in manifest.graphs.items():
@@ -346,11 +391,33 @@ def describe_manifest(folder: Path, manifest: Manifest) -> list[tuple[str, str]]
                 f"size x{quantization['size_ratio']:.2f}, speed x{quantization['speed_ratio']:.2f}, min cosine "
                 f"{quantization['min_cosine']:.4f}, reconstructions identical {quantization['reconstructions_identical']}"
                 + (f", batch-invariant: {quantization['batch_invariant']}" if "batch_invariant" in quantization else "")
-                + f" ({quantization['sentences']} sentences from {quantization['source']})"
-                + (f"; {quantization['warning']}" if quantization.get("warning") else ""),
+                + f" ({quantization['sentences']} sentences from {quantization['source']})",
             )
         )
+        for job, verdict in (quantization.get("jobs") or {}).items():
+            reasons = "; ".join(verdict.get("reasons") or []) or "passed the gate"
+            rows.append((f"int8 gate, {job}", f"{verdict.get('precision')}: {reasons}"))
+        if not quantization.get("jobs") and quantization.get("warning"):
+            rows.append(("int8 gate", quantization["warning"]))
+        measured_on = cpu_from_dict(quantization.get("cpu"))
+        rows.append(("gate measured on", measured_on.describe() if measured_on else "an unrecorded CPU (exported before textae recorded it)"))
+        here = this_cpu()
+        rows.append(("this CPU", here.describe() + ("" if int8_is_exact_on(manifest, here) else
+                     "; int8 weights of this export use 8 bits, whose products saturate without VNNI: "
+                     "the runtime loads fp32 here unless asked for int8 (re-export to fix)")))  # fmt: skip
     return rows
+
+
+INT8_WEIGHT_BITS = 7  # what textae's int8 weights keep, so that they are exact on every x86-64 CPU
+
+
+def int8_is_exact_on(manifest: Manifest, cpu: CpuInfo) -> bool:
+    """Whether the export's int8 graphs compute exact integer sums on this CPU: always with 7-bit
+    weights; with the 8-bit weights of older exports only where pairs of products cannot saturate."""
+    if "int8" not in manifest.precisions:
+        return True
+    bits = (manifest.quantization or {}).get("weight_bits", 8)
+    return bits <= INT8_WEIGHT_BITS or not cpu.int8_pairs_saturate
 
 
 def _describe_tensor(tensor: TensorInfo) -> str:

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from textae.batching import DEFAULT_BATCH_SIZE
+
 from textae.manifest import CALIBRATION_PERCENTILES, LATENT_COVARIANCE_FILE, LATENT_MEAN_FILE, percentile_key
 from textae.runtime.model import TextAE
 from textae.training.data import open_token_store
@@ -60,10 +62,10 @@ def calibrate(
     percentiles: dict[str, dict[str, float]] = {}
     for precision in precisions:
         model = runtime if precision == "fp32" else TextAE.load(folder, precision=precision)
-        scores = model.score_token_ids(token_ids)
+        scores = model.score_ids(token_ids, batch_size=DEFAULT_BATCH_SIZE)
         values = np.percentile(scores.astype(np.float64), CALIBRATION_PERCENTILES)
         percentiles[precision] = {percentile_key(p): round(float(v), 6) for p, v in zip(CALIBRATION_PERCENTILES, values)}
-    vectors = runtime.embed_token_ids(token_ids).astype(np.float64)
+    vectors = runtime.embed_ids(token_ids, batch_size=DEFAULT_BATCH_SIZE).astype(np.float64)
     mean = vectors.mean(axis=0)
     covariance = np.cov(vectors, rowvar=False) if len(vectors) > 1 else np.zeros((len(mean), len(mean)))
     np.save(folder / LATENT_MEAN_FILE, mean.astype(np.float32), allow_pickle=False)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import datetime
 import math
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,10 @@ from rich.console import Console
 from rich.table import Table
 
 from textae import __version__, faults
-from textae.atomic import no_space_error, ordinary_mode
-from textae.config import ModelConfig, load_json, save_json, to_dict
+from textae.atomic import finish_folder, new_build_folder, no_space_error, replace_folder
+from textae.config import ModelConfig, load_json
 from textae.corpus import iter_corpus, resolve_paths
+from textae.cpu import cpu_from_dict
 from textae.errors import TextaeError
 from textae.export.calibration import calibrate, validation_token_ids
 from textae.export.checks import check_parity
@@ -40,12 +40,14 @@ from textae.manifest import (
     FORMAT_VERSION,
     GRAPH_SIGNATURES,
     GRAPHS,
+    JOBS,
     MANIFEST_FILE,
     TABLES_FILE,
     TOKEN_GATES,
     WEIGHTS_FILE,
-    calibration_files,
-    file_record,
+    GraphEntry,
+    Manifest,
+    TensorInfo,
     graph_file_name,
 )
 from textae.runtime.model import TextAE
@@ -105,15 +107,14 @@ def export_model(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
-    _remove_stale_builds(out_dir)
-    # the pid in the name tells a later export whether the builder is still running
-    build_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{os.getpid()}.", suffix=".partial", dir=out_dir.parent))
+    build_dir = new_build_folder(out_dir)
     try:
         with console.status("exporting graphs"):
             shapes = export_graphs(model, build_dir, opset)
         shutil.copyfile(tokenizer_path, build_dir / TOKENIZER_FILE)
         manifest = _manifest(model.config, special_tokens, shapes, opset, _training_summary(run_dir, checkpoint))
-        _write_manifest(build_dir, manifest, ["fp32"], "fp32")
+        manifest = manifest.with_files(build_dir, ["fp32"])
+        manifest.save(build_dir)
         sentences, source = _sample_sentences(run_dir, sample_sentences)
         with console.status("checking the graphs against torch"):
             parity = check_parity(model, build_dir, sentences)
@@ -121,38 +122,42 @@ def export_model(
         if quantize:
             with console.status("quantizing to int8 and comparing with fp32"):
                 quantize_graphs(build_dir, sentences, model, shapes, opset)
-                # written twice: the comparison loads the int8 graphs through the manifest first
-                _write_manifest(build_dir, manifest, ["fp32", "int8"], "fp32")
+                # saved before the comparison, which loads the int8 graphs through the manifest
+                manifest = manifest.with_files(build_dir, ["fp32", "int8"])
+                manifest.save(build_dir)
                 report["quantization"] = compare_precisions(build_dir, sentences, source)
-                manifest["quantization"] = report["quantization"]
         precisions = ["fp32", "int8"] if quantize else ["fp32"]
         with console.status("sharing the weights"):
             report["weights_bytes"] = make_lean(build_dir, precisions, tables_graph(model, opset))
             if quantize:  # what int8 adds to the folder, against the fp32 weights
                 report["quantization"]["size_ratio"] = round(report["weights_bytes"]["int8"] / report["weights_bytes"]["fp32"], 4)
-            manifest["tables"] = {TOKEN_GATES: {"file": TABLES_FILE, "used_by": list(TABLE_USERS)}}
-            default = report["quantization"]["default"] if quantize else "fp32"
-            _write_manifest(build_dir, manifest, precisions, default, [WEIGHTS_FILE, TABLES_FILE])
+                jobs = {job: verdict["precision"] for job, verdict in report["quantization"]["jobs"].items()}
+                manifest = replace(manifest, quantization=report["quantization"], precision=report["quantization"]["default"], job_precisions=jobs)
+            manifest = replace(manifest, tables={TOKEN_GATES: {"file": TABLES_FILE, "used_by": list(TABLE_USERS)}})
+            manifest = manifest.with_files(build_dir, precisions, [WEIGHTS_FILE, TABLES_FILE])
+            manifest.save(build_dir)
         with console.status("checking the lean folder against torch"):
             check_parity(model, build_dir, sentences)  # the shared weights and the table computed at load
         with console.status("calibrating anomaly scores and the latent distribution on the validation split"):
             # every precision the folder holds, on the lean folder as the runtime will read it
-            manifest["calibration"] = calibrate(build_dir, precisions, validation_token_ids(run_dir), sentences, source)
-            _write_manifest(build_dir, manifest, precisions, default, [WEIGHTS_FILE, TABLES_FILE])
+            calibration = calibrate(build_dir, precisions, validation_token_ids(run_dir), sentences, source)
+            manifest = replace(manifest, calibration=calibration).with_files(build_dir, precisions, [WEIGHTS_FILE, TABLES_FILE])
+            manifest.save(build_dir)
         TextAE.load(build_dir)  # the runtime's own checks must accept what was written
-        _finish_folder(build_dir)
+        finish_folder(build_dir)
         faults.reached("export:replace")
-        _replace_folder(build_dir, out_dir)
+        replace_folder(build_dir, out_dir)
     except OSError as exc:
         shutil.rmtree(build_dir, ignore_errors=True)
         raise no_space_error(exc, out_dir) or exc
     except BaseException:
         shutil.rmtree(build_dir, ignore_errors=True)
         raise
-    report["files"] = manifest["files"]
-    report["folder_bytes"] = sum(record["bytes"] for record in manifest["files"].values()) + (out_dir / MANIFEST_FILE).stat().st_size
+    report["files"] = {name: {"bytes": record.bytes, "sha256": record.sha256} for name, record in manifest.files.items()}
+    report["folder_bytes"] = sum(record.bytes for record in manifest.files.values()) + (out_dir / MANIFEST_FILE).stat().st_size
     report["model_bytes"] = sum(p.numel() * 4 for p in model.parameters())  # the model's fp32 weights
-    report["precision"] = manifest["precision"]
+    report["precision"] = manifest.precision
+    report["job_precisions"] = {job: manifest.job_precision(job) for job in JOBS}
     report["seconds"] = round(time.perf_counter() - started, 1)
     _print_report(console, run_dir, out_dir, report)
     return report
@@ -199,43 +204,28 @@ def _manifest(
     shapes: GraphShapes,
     opset: int,
     training: dict[str, Any],
-) -> dict[str, Any]:
+) -> Manifest:
+    """The manifest of a folder holding only the fp32 graphs; files are recorded by `with_files`."""
     graphs = {}
     for graph, (inputs, outputs) in GRAPH_SIGNATURES.items():
-        describe = [{"name": name, "dtype": shapes[graph][name][0], "shape": shapes[graph][name][1]} for name in inputs + outputs]
-        graphs[graph] = {"inputs": describe[: len(inputs)], "outputs": describe[len(inputs) :], "files": {}}
-    return {
-        "format_version": FORMAT_VERSION,
-        "textae_version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "model": to_dict(config),
-        "special_tokens": special_tokens,
-        "opset": opset,
-        "producer": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
-        "graphs": graphs,
-        "precision": "fp32",
-        "tokenizer": TOKENIZER_FILE,
-        "training": training,
-        "quantization": None,
-        "tables": {},
-        "calibration": None,
-        "files": {},
-    }
-
-
-def _write_manifest(
-    folder: Path, manifest: dict[str, Any], precisions: list[str], default: str, extra_files: Sequence[str] = ()
-) -> None:
-    """Record each graph's file per precision, every file's size and sha256, and the precision the
-    runtime loads by default."""
-    names = [TOKENIZER_FILE, *extra_files]
-    for graph in GRAPHS:
-        manifest["graphs"][graph]["files"] = {p: graph_file_name(graph, p) for p in precisions}
-        names.extend(graph_file_name(graph, p) for p in precisions)
-    names.extend(calibration_files(manifest.get("calibration")))
-    manifest["precision"] = default
-    manifest["files"] = {name: file_record(folder / name) for name in sorted(names)}
-    save_json(folder / MANIFEST_FILE, manifest)
+        tensors = [TensorInfo(name, shapes[graph][name][0], tuple(shapes[graph][name][1])) for name in inputs + outputs]
+        graphs[graph] = GraphEntry(tuple(tensors[: len(inputs)]), tuple(tensors[len(inputs) :]), {})
+    return Manifest(
+        format_version=FORMAT_VERSION,
+        model=config,
+        special_tokens=special_tokens,
+        graphs=graphs,
+        precision="fp32",
+        files={},
+        tokenizer=TOKENIZER_FILE,
+        textae_version=__version__,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        opset=opset,
+        producer={"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
+        training=training,
+        tables={},
+        job_precisions={job: "fp32" for job in JOBS},  # until the int8 gates say otherwise
+    )
 
 
 def _training_summary(run_dir: Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -272,46 +262,6 @@ def _check_destination(out_dir: Path) -> None:
             raise TextaeError(f"{out_dir}: exists and is not a textae export folder; refusing to overwrite it")
 
 
-def _finish_folder(folder: Path) -> None:
-    """Flush every file to disk and give the folder ordinary permissions: mkdtemp and the atomic
-    writers create private (0700/0600) entries, but an export is meant to be read by services."""
-    for path in folder.iterdir():
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
-        path.chmod(ordinary_mode())
-    folder.chmod(ordinary_mode(folder=True))
-
-
-def _remove_stale_builds(out_dir: Path) -> None:
-    """Delete the build folders of earlier exports to out_dir that were killed (their process is gone)."""
-    prefix = f".{out_dir.name}."
-    for entry in out_dir.parent.iterdir():
-        pid = entry.name[len(prefix) :].split(".", 1)[0]
-        if entry.name.startswith(prefix) and entry.is_dir() and entry.suffix in (".partial", ".old") and pid.isdigit() and not _process_alive(int(pid)):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's live process
-    return True
-
-
-def _replace_folder(build_dir: Path, out_dir: Path) -> None:
-    """Rename the finished folder into place; an older export there is moved aside, then deleted."""
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{os.getpid()}.", suffix=".old", dir=out_dir.parent))
-        os.replace(out_dir, old / out_dir.name)
-        os.replace(build_dir, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(build_dir, out_dir)
-
-
 # --- report ----------------------------------------------------------------------------------
 
 
@@ -342,16 +292,19 @@ def _print_report(console: Console, run_dir: Path, out_dir: Path, report: dict[s
     quantization = report["quantization"]
     if quantization:
         console.print(
-            f"int8 vs fp32 on {quantization['sentences']} sentences ({quantization['source']}): "
+            f"int8 vs fp32 on {quantization['sentences']} sentences ({quantization['source']}), "
+            f"{quantization['weight_bits']}-bit weights, on {cpu_from_dict(quantization['cpu']).describe()}: "
             f"size x{quantization['size_ratio']:.2f}, speed x{quantization['speed_ratio']:.2f}, "
-            f"min cosine {quantization['min_cosine']:.4f} (mean {quantization['mean_cosine']:.4f}), "
+            f"min cosine {quantization['min_cosine']:.4f} (mean {quantization['mean_cosine']:.4f}, "
+            f"features {quantization['features_min_cosine']:.4f}), "
             f"greedy reconstructions identical {quantization['reconstructions_identical']}, "
             f"batch invariance max |diff| {quantization['batch_invariance_max_abs_diff']:.1e} "
             f"({'batch-invariant' if quantization['batch_invariant'] else 'NOT batch-invariant'})"
         )
         if quantization["warning"]:
             console.print(f"[bold yellow]warning:[/] {quantization['warning']}")
-    console.print(f"runtime loads {report['precision']}; wrote {out_dir} in {report['seconds']} s")
+    loads = ", ".join(f"{precision} to {job}" for job, precision in report["job_precisions"].items())
+    console.print(f"runtime loads {loads}; wrote {out_dir} in {report['seconds']} s")
 
 
 def _megabytes(size: int) -> str:

@@ -5,14 +5,19 @@ largest value over the whole batch, so a sentence's vector depends on its batch-
 matrix product quantizes each row (a token, or a sentence's state) by that row's own largest value,
 and each weight column by its own: row r of x @ W is
 
-    round(x[r] / s[r]) @ round(W / t) * s[r] * t      s[r] = max|x[r]| / 127, t[j] = max|W[:, j]| / 127
+    round(x[r] / s[r]) @ round(W / t) * s[r] * t      s[r] = max|x[r]| / 127, t[j] = max|W[:, j]| / 63
 
-which reads nothing from any other row. The recurrence is written out as an ONNX Scan whose body
+which reads nothing from any other row. The weights keep 7 bits (-63..63) so that the product is
+exact integer arithmetic on every x86-64 CPU: without VNNI (AVX2, AVX-512F), onnxruntime multiplies
+uint8 by int8 with vpmaddubsw, which adds each pair of products into a saturating int16. The
+activations are stored as q + 128 (1..255), so a pair reaches 2 * 255 * 63 = 32,130, below 32,767;
+with 8-bit weights it reached 64,770 and the sums came out wrong. VNNI and AMX add the products in
+int32 and were exact either way: one export now gives the same integers everywhere. The recurrence is written out as an ONNX Scan whose body
 is the traced cell (as the greedy decoder's is), so that its matrix products can be integer ones.
 
 The torch modules below compute the quantized products in float32 on integer-valued operands:
-with |q| <= 127 and at most 1024 terms every partial sum is an integer below 2^24, so float32 adds
-them exactly. `integer_matmuls` then turns each such MatMul into MatMulInteger on int8 tensors,
+with |q| <= 127, |w| <= 63 and at most EXACT_TERMS terms every partial sum is an integer below
+2^24, so float32 adds them exactly. `integer_matmuls` then turns each such MatMul into MatMulInteger on int8 tensors,
 the same numbers from the CPU's int8 engine.
 """
 
@@ -26,11 +31,15 @@ from torch import Tensor, nn
 
 from textae.export.graphs import FoldedLayer, GraphShapes, _frozen, trace_to_onnx
 from textae.export.loop import _prefix_names, _scalar
+from textae.manifest import INT8_WEIGHT_BITS
 from textae.training.model import Autoencoder, masked_max, masked_mean, pool, reverse_within_lengths
 
-LEVELS = 127.0  # symmetric int8: -127..127
+ACTIVATION_LEVELS = 127.0  # activations: symmetric int8, -127..127, stored as uint8 q + 128
+WEIGHT_LEVELS = float(2 ** (INT8_WEIGHT_BITS - 1) - 1)  # 63: 7-bit weights never saturate an int16 pair (module doc)
+ACTIVATION_ZERO_POINT = 128
 ZERO_POINT, ZERO_POINT_FLOAT, ONE = "row_quant/zero_point", "row_quant/zero_point_float", "row_quant/one"
-EXACT_TERMS = 1024  # longest dot product whose int8 x int8 partial sums float32 holds exactly
+# longest dot product whose integer partial sums float32 holds exactly (the torch twin's arithmetic)
+EXACT_TERMS = int(2**24 // (ACTIVATION_LEVELS * WEIGHT_LEVELS))
 
 
 def supports_row_quantization(model: Autoencoder) -> bool:
@@ -46,13 +55,13 @@ class RowQuantAffine(nn.Module):
     def __init__(self, weight: Tensor, bias: Tensor) -> None:
         super().__init__()
         exact = weight.detach().double()  # (in, out)
-        scale = (exact.abs().amax(0) / LEVELS).clamp(min=1e-30)  # (out,)
-        self.weight_q = _frozen(torch.round(exact / scale))  # integers in [-127, 127]
+        scale = (exact.abs().amax(0) / WEIGHT_LEVELS).clamp(min=1e-30)  # (out,)
+        self.weight_q = _frozen(torch.round(exact / scale))  # integers in [-63, 63]
         self.weight_scale = _frozen(scale)
         self.bias = _frozen(bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        row_scale = x.abs().amax(-1, keepdim=True).clamp(min=1e-30) / LEVELS  # (..., 1)
+        row_scale = x.abs().amax(-1, keepdim=True).clamp(min=1e-30) / ACTIVATION_LEVELS  # (..., 1)
         q = torch.round(x / row_scale)
         # the per-column scale first: onnxruntime fuses MatMulInteger -> Cast -> Mul into one
         # MatMulIntegerToFloat, which reads that Mul as a per-tensor or per-column scale; a
@@ -161,7 +170,7 @@ def row_quantized_encoder(model: Autoencoder, shapes: GraphShapes, opset: int) -
     _prefix_names(epilogue.graph, "tail/", keep={"outputs", "lengths", "sentence_embedding", "features"})
     # The recurrence is a Scan over the first-layer input gates: it hands the body each step's
     # (B, G*H) slice without copying it and writes the states straight into the stacked output,
-    # where a Loop gathered x_gates[step] and concatenated its outputs (batch 64: 18.9 -> 16.3 ms).
+    # where a Loop gathered x_gates[step] and concatenated its outputs.
     body = step.graph
     _prefix_names(body, "step/", keep={"gates_t", "h", "c", "next_h", "next_c", "top_h"})
     state_dims = state_type[1]
@@ -184,7 +193,7 @@ def row_quantized_encoder(model: Autoencoder, shapes: GraphShapes, opset: int) -
     # The columns past the longest row are cut before the prologue, so the Scan runs max(lengths)
     # steps (clamped to 1..width): padding never reaches the pooled outputs (they read each row's
     # first lengths[b] states), so a server's bucketed widths cost nothing here either, as the fp32
-    # LSTM's sequence_lens does (batch 8 of 6 tokens at width 64: 2.38 -> 0.71 ms).
+    # LSTM's sequence_lens does.
     for node in prologue.graph.node:
         node.input[:] = ["used_ids" if name == "input_ids" else name for name in node.input]
     cut_nodes = [
@@ -215,7 +224,7 @@ def row_quantized_encoder(model: Autoencoder, shapes: GraphShapes, opset: int) -
 
 
 def integer_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Every MatMul whose weight is an integer-valued initializer in [-127, 127] becomes
+    """Every MatMul whose weight is an integer-valued initializer in [-63, 63] becomes
     Add(128) -> Cast(uint8) -> MatMulInteger(zero point 128) -> Cast(float), or MatMulIntegerToFloat
     when a per-column scale follows, its weight stored as int8; subgraphs included."""
     _rewrite(model.graph)
@@ -244,7 +253,7 @@ def _rewrite(graph: onnx.GraphProto) -> None:
         weight.CopyFrom(numpy_helper.from_array(values.astype(np.int8), weight.name))
         activation, output = node.input[0], node.output[0]
         # uint8 activations with zero point 128 (q + 128 in 1..255): onnxruntime's int8 x int8
-        # MatMulInteger took 17x longer than its uint8 x int8 kernel (874 vs 50 us, 1x512 @ 512x2048)
+        # MatMulInteger is far slower than its uint8 x int8 kernel (docs/benchmarks.md, int8)
         nodes += [
             helper.make_node("Add", [activation, ZERO_POINT_FLOAT], [f"{output}/shifted"]),
             helper.make_node("Cast", [f"{output}/shifted"], [f"{output}/uint8"], to=TensorProto.UINT8),
@@ -268,8 +277,8 @@ def _rewrite(graph: onnx.GraphProto) -> None:
     if needs_constants and ZERO_POINT not in initializers:
         graph.initializer.extend(
             [
-                numpy_helper.from_array(np.array(128, np.uint8), ZERO_POINT),
-                numpy_helper.from_array(np.array(128.0, np.float32), ZERO_POINT_FLOAT),
+                numpy_helper.from_array(np.array(ACTIVATION_ZERO_POINT, np.uint8), ZERO_POINT),
+                numpy_helper.from_array(np.array(ACTIVATION_ZERO_POINT, np.float32), ZERO_POINT_FLOAT),
                 numpy_helper.from_array(np.array(1.0, np.float32), ONE),
             ]
         )
@@ -288,4 +297,4 @@ def _column_scale(
 
 
 def _is_int8_valued(values: np.ndarray) -> bool:
-    return values.ndim == 2 and bool(np.all(np.abs(values) <= LEVELS)) and bool(np.all(values == np.round(values)))
+    return values.ndim == 2 and bool(np.all(np.abs(values) <= WEIGHT_LEVELS)) and bool(np.all(values == np.round(values)))

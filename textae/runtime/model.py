@@ -22,8 +22,18 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from textae.batching import DEFAULT_BATCH_SIZE, cut_at_eos, length_sorted_batches, pad_batch, unit_rows
+from textae.cpu import this_cpu
 from textae.errors import TextaeError
-from textae.manifest import GRAPH_SIGNATURES, MANIFEST_FILE, PRECISIONS, Manifest, graph_signature, percentile_key
+from textae.manifest import (
+    GRAPH_SIGNATURES,
+    JOBS,
+    MANIFEST_FILE,
+    PRECISIONS,
+    Manifest,
+    graph_signature,
+    int8_is_exact_on,
+    percentile_key,
+)
 from textae.runtime.generate import (
     SPREAD_AROUND_THE_DISTRIBUTION,
     SPREAD_NEAR_A_SENTENCE,
@@ -34,22 +44,28 @@ from textae.tokenizer import decode_batch, encode_batch, load_tokenizer, special
 
 DECODE_METHODS = ("loop", "step")
 EMBED_OUTPUTS = ("sentence_embedding", "features")  # the encoder's outputs embed() can return
+# run_graph's job for each graph: the encoder alone serves `embed`; every graph that decodes serves `text`
+GRAPH_JOBS = {graph: "embed" if graph == "encoder" else "text" for graph in GRAPH_SIGNATURES}
 
 
 class TextAE:
     """A loaded export folder. Safe to share between threads: after load nothing changes except the
-    lazily created onnxruntime sessions, which are created under a lock and are thread-safe to run."""
+    lazily created onnxruntime sessions, which are created under a lock and are thread-safe to run.
+
+    Each job runs at its own precision (`precisions`): "embed" (embed, the vectors) and "text"
+    (reconstruct, score, decode, generate: the encoder inside them too, so text is fp32 or int8 from
+    end to end), as the export's gates chose them unless `load` is told one precision for both."""
 
     def __init__(
-        self, folder: Path, manifest: Manifest, tokenizer: Tokenizer, precision: str, num_threads: int | None
+        self, folder: Path, manifest: Manifest, tokenizer: Tokenizer, precisions: dict[str, str], num_threads: int | None
     ) -> None:
         self.folder = folder
         self.manifest = manifest
         self.config = manifest.model
         self.tokenizer = tokenizer
-        self.precision = precision
+        self.precisions = dict(precisions)  # job -> "fp32" or "int8"
         self.num_threads = num_threads
-        self._sessions: dict[str, ort.InferenceSession] = {}
+        self._sessions: dict[tuple[str, str], ort.InferenceSession] = {}  # (graph, precision) -> session
         self._sessions_lock = threading.Lock()
         self._tables: dict[str, ort.OrtValue] = {}  # computed at load, shared by the sessions that read them
         self._latent: LatentDistribution | None = None
@@ -59,23 +75,34 @@ class TextAE:
         """Open an export folder after checking every file against its manifest.
 
         num_threads sets onnxruntime's intra-op threads (default: one per physical core); precision
-        picks fp32 or int8 graphs (default: the manifest's `precision`, the one export chose).
+        picks fp32 or int8 graphs for every job (default: per job, what the export's gates chose;
+        fp32 where an older export's 8-bit int8 weights would saturate on this CPU).
         """
         folder = Path(path)
         manifest = Manifest.load(folder)
-        precision = precision or manifest.precision
         available = manifest.precisions
-        if precision not in PRECISIONS or precision not in available:
-            raise TextaeError(f"{folder}: precision {precision!r} not available; this export has {', '.join(available)}")
+        if precision is not None:
+            if precision not in PRECISIONS or precision not in available:
+                raise TextaeError(f"{folder}: precision {precision!r} not available; this export has {', '.join(available)}")
+            precisions = {job: precision for job in JOBS}
+        else:
+            exact = int8_is_exact_on(manifest, this_cpu())
+            precisions = {job: _usable(manifest.job_precision(job), available, exact) for job in JOBS}
         if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
             raise TextaeError(f"num_threads must be a positive integer, got {num_threads!r}")
         tokenizer = load_tokenizer(folder / manifest.tokenizer)
         ids = special_token_ids(tokenizer, where=str(folder / manifest.tokenizer))
         if ids != manifest.special_tokens:
             raise TextaeError(f"{folder}: tokenizer special token ids {ids} differ from {MANIFEST_FILE} {manifest.special_tokens}")
-        model = cls(folder, manifest, tokenizer, precision, num_threads)
-        model._session("encoder")  # fail at load, not at the first call, when the runtime cannot read the graph
+        model = cls(folder, manifest, tokenizer, precisions, num_threads)
+        model._session("encoder", "embed")  # fail at load, not at the first call, when the runtime cannot read the graph
         return model
+
+    @property
+    def precision(self) -> str:
+        """The precision for display: "int8" or "fp32" when both jobs share it, else "int8 embed, fp32 text"."""
+        embed, text = (self.precisions[job] for job in JOBS)
+        return embed if embed == text else f"{embed} embed, {text} text"
 
     @property
     def dim(self) -> int:
@@ -104,39 +131,59 @@ class TextAE:
         instead, exactly as the torch model does.
         """
         sentences = _check_sentences(sentences)
-        self._check_output(output)
-        return self.embed_token_ids(self.tokenize(sentences), batch_size, normalize, output)
-
-    def embed_token_ids(
-        self, token_ids: Sequence[Sequence[int]], batch_size: int = DEFAULT_BATCH_SIZE, normalize: bool = False, output: str = "sentence_embedding"
-    ) -> np.ndarray:
-        """embed() for sentences already tokenized (as `tokenize` returns them), in length-sorted batches."""
         _check_batch_size(batch_size)
+        self._check_output(output)
+        return self.embed_ids(self.tokenize(sentences), batch_size=batch_size, normalize=normalize, output=output)
+
+    def embed_ids(
+        self,
+        token_ids: Sequence[Sequence[int]],
+        width: int | None = None,
+        output: str = "sentence_embedding",
+        *,
+        batch_size: int | None = None,
+        normalize: bool = False,
+    ) -> np.ndarray:
+        """embed() for sentences already tokenized (as `tokenize` returns them): (N, latent_dim)
+        float32, or (N, feature_dim) with output="features".
+
+        batch_size=None runs them in ONE onnxruntime call; a number runs length-sorted batches of at
+        most that many. width pads each call to at least that many columns: a caller that batches
+        can keep the number of distinct input shapes small. The encoder reads `lengths`, so padding
+        never changes a vector.
+        """
         column = self._check_output(output)
-        vectors = np.zeros((len(token_ids), self.dim if column == 0 else self.feature_dim), dtype=np.float32)
-        for rows in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
-            vectors[rows] = self.embed_ids([token_ids[row] for row in rows], output=output)
+        if batch_size is None:
+            vectors = self._encode(token_ids, width, output, "embed")
+        else:
+            _check_batch_size(batch_size)
+            vectors = np.zeros((len(token_ids), self.dim if column == 0 else self.feature_dim), dtype=np.float32)
+            for rows in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
+                vectors[rows] = self._encode([token_ids[row] for row in rows], width, output, "embed")
         return unit_rows(vectors) if normalize else vectors
 
     def score(self, sentences: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Anomaly score (N,) float32: each sentence's mean per-token negative log-likelihood (tokens
         and <eos>) under the decoder, given the sentence's own vector. Higher is more unusual."""
         sentences = _check_sentences(sentences)
-        return self.score_token_ids(self.tokenize(sentences), batch_size)
+        _check_batch_size(batch_size)
+        return self.score_ids(self.tokenize(sentences), batch_size=batch_size)
 
-    def score_token_ids(self, token_ids: Sequence[Sequence[int]], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-        """score() for sentences already tokenized (as `tokenize` returns them), in length-sorted batches."""
+    def score_ids(self, token_ids: Sequence[Sequence[int]], width: int | None = None, *, batch_size: int | None = None) -> np.ndarray:
+        """score() for sentences already tokenized (N,) float32; batch_size and width as in embed_ids."""
+        if batch_size is None:
+            return self._score(token_ids, width)
         _check_batch_size(batch_size)
         scores = np.zeros(len(token_ids), dtype=np.float32)
         for rows in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
-            scores[rows] = self.score_ids([token_ids[row] for row in rows])
+            scores[rows] = self._score([token_ids[row] for row in rows], width)
         return scores
 
     def score_percentiles(self) -> dict[float, float]:
-        """Percentile -> anomaly score of the run's in-domain validation sentences, for this precision
+        """Percentile -> anomaly score of the run's in-domain validation sentences, for the text precision
         (stored at export: {50.0: ..., 99.0: ..., 99.9: ...}); empty for exports made before."""
         calibration = self.manifest.calibration or {}
-        stored = (calibration.get("score_percentiles") or {}).get(self.precision) or {}
+        stored = (calibration.get("score_percentiles") or {}).get(self.precisions["text"]) or {}
         return {float(key): float(value) for key, value in stored.items()}
 
     def anomaly_threshold(self, percentile: float) -> float:
@@ -188,7 +235,7 @@ class TextAE:
         if near is None:
             vectors = distribution.sample(count, rng, SPREAD_AROUND_THE_DISTRIBUTION if spread is None else spread)
         else:
-            centre = self.embed([near])[0]
+            centre = self._encode(self.tokenize([near]), None, "sentence_embedding", "text")[0]
             vectors = distribution.sample_near(centre, count, rng, SPREAD_NEAR_A_SENTENCE if spread is None else spread)
         return self.decode(vectors, batch_size=batch_size, max_length=max_length)
 
@@ -200,8 +247,7 @@ class TextAE:
         texts = [""] * len(sentences)
         # similar input lengths give similar output lengths, so the Loop's early exit wastes less
         for rows in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
-            input_ids, lengths = pad_batch([token_ids[row] for row in rows], self.config.pad_id)
-            vectors = self.run_graph("encoder", input_ids=input_ids, lengths=lengths)[0]
+            vectors = self._encode([token_ids[row] for row in rows], None, "sentence_embedding", "text")
             for row, text in zip(rows, self._decode_texts(vectors, max_length)):
                 texts[row] = text
         return texts
@@ -246,33 +292,24 @@ class TextAE:
         full = encode_batch(self.tokenizer, [sentence.strip() for sentence in sentences], sys.maxsize)
         return [ids[:limit] for ids in full], [len(ids) > limit for ids in full]
 
-    def embed_ids(
-        self, token_ids: Sequence[Sequence[int]], width: int | None = None, output: str = "sentence_embedding"
-    ) -> np.ndarray:
-        """Vectors (N, latent_dim) float32 of already tokenized sentences, in ONE onnxruntime call
-        (with output="features": the encoder's features, (N, feature_dim)).
-
-        width pads the batch to at least that many columns: a caller that batches can keep the number
-        of distinct input shapes small. The encoder reads `lengths`, so padding never changes a vector.
-        """
-        self._check_output(output)
-        input_ids, lengths = self._pad_to(token_ids, width)
-        # only the asked-for output: onnxruntime then skips the other one's pooling (int8, batch 64:
-        # 19.3 -> 18.7 ms without the features' masked mean and max)
-        return self._session("encoder").run([output], {"input_ids": input_ids, "lengths": lengths})[0]
-
-    def score_ids(self, token_ids: Sequence[Sequence[int]], width: int | None = None) -> np.ndarray:
-        """Anomaly scores (N,) float32 of already tokenized sentences in one call; width as in embed_ids."""
-        input_ids, lengths = self._pad_to(token_ids, width)
-        return self.run_graph("decoder_score", input_ids=input_ids, lengths=lengths)[0]
-
     def run_graph(self, graph: str, **inputs: np.ndarray) -> list[np.ndarray]:
-        """Run one graph of the export on raw arrays; the manifest lists each graph's inputs and shapes."""
+        """Run one graph of the export on raw arrays, at the precision of its job (GRAPH_JOBS: the
+        encoder at embed's, the others at text's); the manifest lists each graph's inputs and shapes."""
         if graph not in GRAPH_SIGNATURES:
             raise TextaeError(f"no graph {graph!r}; the export has {', '.join(GRAPH_SIGNATURES)}")
-        return self._session(graph).run(None, inputs)
+        return self._session(graph, GRAPH_JOBS[graph]).run(None, inputs)
 
     # --- internals ----------------------------------------------------------------------------
+
+    def _encode(self, token_ids: Sequence[Sequence[int]], width: int | None, output: str, job: str) -> np.ndarray:
+        """One encoder call at job's precision, asking for the one output wanted, so onnxruntime
+        skips the other one's pooling."""
+        input_ids, lengths = self._pad_to(token_ids, width)
+        return self._session("encoder", job).run([output], {"input_ids": input_ids, "lengths": lengths})[0]
+
+    def _score(self, token_ids: Sequence[Sequence[int]], width: int | None) -> np.ndarray:
+        input_ids, lengths = self._pad_to(token_ids, width)
+        return self._session("decoder_score", "text").run(None, {"input_ids": input_ids, "lengths": lengths})[0]
 
     def _decode_texts(self, vectors: np.ndarray, max_length: int | None) -> list[str]:
         return decode_batch(self.tokenizer, self.greedy_ids(vectors, max_length))
@@ -280,7 +317,7 @@ class TextAE:
     def _step_loop(self, vectors: np.ndarray, max_length: int) -> np.ndarray:
         """The greedy decode of model.greedy_decode, one onnxruntime call per generated token."""
         pad_id, eos_id = self.config.pad_id, self.config.eos_id
-        (state,) = self.run_graph("decoder_init", sentence_embedding=vectors)
+        (state,) = self.run_graph("decoder_init", sentence_embedding=vectors)  # text graphs: the text precision
         input_ids = np.full(len(vectors), self.config.bos_id, dtype=np.int64)
         finished = np.zeros(len(vectors), dtype=bool)
         steps = []
@@ -322,13 +359,14 @@ class TextAE:
             raise TextaeError(f"max_length must be a positive integer, got {max_length!r}")
         return max_length
 
-    def _session(self, graph: str) -> ort.InferenceSession:
-        session = self._sessions.get(graph)
+    def _session(self, graph: str, job: str) -> ort.InferenceSession:
+        key = (graph, self.precisions[job])
+        session = self._sessions.get(key)
         if session is None:
             with self._sessions_lock:
-                session = self._sessions.get(graph)
+                session = self._sessions.get(key)
                 if session is None:
-                    session = self._sessions[graph] = self._create_session(graph)
+                    session = self._sessions[key] = self._create_session(*key)
         return session
 
     def _table(self, name: str, entry: dict[str, Any]) -> ort.OrtValue:
@@ -337,21 +375,19 @@ class TextAE:
             self._tables[name] = ort.OrtValue.ortvalue_from_numpy(_compute_table(self.folder / entry["file"], name))
         return self._tables[name]
 
-    def _create_session(self, graph: str) -> ort.InferenceSession:
-        path = self.manifest.graph_path(self.folder, graph, self.precision)
+    def _create_session(self, graph: str, precision: str) -> ort.InferenceSession:
+        path = self.manifest.graph_path(self.folder, graph, precision)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.num_threads or 0  # 0: onnxruntime's default, one per core
         options.inter_op_num_threads = 1  # the graphs are chains: no independent branches to overlap
         options.log_severity_level = 3  # errors only: the int8 graphs trigger harmless shape warnings
         # Each session has its own worker threads, which by default spin for a while after a call
         # returns. reconstruct() runs the encoder and then the decoder, so the encoder's spinning
-        # workers took the cores the decoder needed: greedy decoding of one sentence was 2.4x slower
-        # right after an embed call (7.2 -> 16.9 ms, 2 threads). Spinning still speeds the many
-        # small ops inside one call, so stop it only when a call ends.
+        # workers took the cores the decoder needed (docs/benchmarks.md, runtime). Spinning still
+        # speeds the many small ops inside one call, so stop it only when a call ends.
         options.add_session_config_entry("session.force_spinning_stop", "1")
         # The memory pattern caches an allocation plan per input shape, so RSS grew with every new
-        # batch shape (encoder, 100 random shapes: +19.6 % with it, +0.1 % without, at the same
-        # speed within 2 %; benchmarks/bench_serve.py's arena probe; onnxruntime #11627).
+        # batch shape, at no gain in speed (benchmarks/bench_serve.py's arena probe; onnxruntime #11627).
         options.enable_mem_pattern = False
         # format 2: tables the export does not store (the folded token-gates table) are computed
         # once by their own small graph and given to each session that reads them
@@ -400,3 +436,11 @@ def _check_sentences(sentences: Sequence[str]) -> list[str]:
 def _check_batch_size(batch_size: int) -> None:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise TextaeError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def _usable(precision: str, available: Sequence[str], int8_exact: bool) -> str:
+    """A job's default precision as loaded here: int8 only where the folder has it and its integer
+    arithmetic is exact on this CPU."""
+    if precision == "int8" and (not int8_exact or "int8" not in available):
+        return "fp32"
+    return precision if precision in available else "fp32"

@@ -46,8 +46,8 @@ class Neighbour:
 
 
 def model_fingerprint(model: TextAE) -> str:
-    """What an index's vectors depend on: the exact graphs (via the manifest's checksums) and precision."""
-    return f"{sha256_file(model.folder / MANIFEST_FILE)}:{model.precision}"
+    """What an index's vectors depend on: the exact graphs (via the manifest's checksums) and the embed precision."""
+    return f"{sha256_file(model.folder / MANIFEST_FILE)}:{model.precisions['embed']}"
 
 
 def top_k_cosine(corpus_unit: np.ndarray, query_unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +108,7 @@ class VectorIndex:
     def check_model(self, model: TextAE, where: str) -> None:
         if self.model_fingerprint != model_fingerprint(model):
             raise TextaeError(
-                f"{where}: index was built with a different model or precision than {model.folder} ({model.precision}); "
+                f"{where}: index was built with a different model or precision than {model.folder} ({model.precisions['embed']}); "
                 "rebuild it with `textae index`"
             )
 
