@@ -42,7 +42,7 @@ from textae.serve.settings import ServeSettings, read_api_key
 
 logger = logging.getLogger("textae.serve")
 
-SWITCH_INTERVAL_S = 0.0005
+SWITCH_INTERVAL_S = 0.0005  # the GIL switch interval while serving, a tenth of Python's default: why in the lifespan
 
 
 class ServiceMiddleware:
@@ -84,10 +84,10 @@ def _error_response(error: ApiError) -> JSONResponse:
 
 
 def _json(payload: dict[str, Any]) -> Response:
-    # Vectors go out as numpy float32 arrays written by orjson: json.dumps of a 256-float list took
-    # 0.37 ms, a quarter of the event loop's time at 16 one-sentence clients, where orjson takes
-    # 0.01 ms. orjson writes float32's shortest round-trip digits, so a client that parses them as
-    # float32 gets exactly the server's values.
+    # Vectors go out as numpy float32 arrays written by orjson: json.dumps of float lists took a large
+    # share of the event loop's time under many small requests (docs/benchmarks.md, "orjson"). orjson
+    # writes float32's shortest round-trip digits, so a client that parses them as float32 gets exactly
+    # the server's values.
     return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
@@ -106,10 +106,10 @@ def create_app(settings: ServeSettings, *, handle_signals: bool = False) -> Fast
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         model = await asyncio.to_thread(TextAE.load, settings.model, settings.threads_per_worker, settings.precision)
-        # The inference thread re-takes the GIL after every onnxruntime call; with Python's default 5 ms
-        # switch interval a busy event loop made it wait up to 5 ms each time (batches of 6 took 12 ms
-        # instead of 2). A shorter interval hands the GIL over sooner; it is process-wide, and this
-        # process is the server.
+        # The inference thread re-takes the GIL after every onnxruntime call; with Python's default
+        # switch interval a busy event loop made it wait up to a whole interval each time, longer than
+        # a small batch runs (docs/benchmarks.md, "GIL switch interval"). A shorter interval hands the
+        # GIL over sooner; it is process-wide, and this process is the server.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         service = Service(settings, model, metrics)
         app.state.service = service
