@@ -117,3 +117,31 @@ def test_evaluation_commands_do_not_import_torch(random_export: Path, data: dict
     (result,) = report.results
     assert result["code"] == 0, result["err"]
     assert "spearman" in json.loads(result["out"])["sts"] and report.loaded == []
+
+
+@pytest.mark.parametrize(
+    ("command", "settings", "arguments"),
+    [("similar", "SimilarSettings", {"model", "queries"}), ("map", "MapSettings", {"model", "source"})],
+)
+def test_every_setting_is_an_option_and_every_option_a_setting(command: str, settings: str, arguments: set[str]) -> None:
+    """similar's and map's options are made from their settings dataclass and LoadSettings: one per
+    field, with the field's default and its trailing comment as help."""
+    import dataclasses
+
+    import typer.main
+
+    import textae.evaluation.settings
+    from textae.cli import app
+    from textae.config import field_help
+    from textae.options import option_help
+
+    params = {param.name: param for param in typer.main.get_command(app).commands[command].params}  # type: ignore[attr-defined]
+    fields = {}
+    for config in (getattr(textae.evaluation.settings, settings), textae.evaluation.settings.LoadSettings):
+        helps = field_help(config)
+        fields |= {item.name: (item, option_help(helps[item.name])) for item in dataclasses.fields(config)}
+    assert set(params) == set(fields) | arguments
+    for name, (item, help_text) in fields.items():
+        required = item.default is dataclasses.MISSING
+        assert params[name].required == required and (required or params[name].default == item.default), name
+        assert params[name].help == help_text and help_text.endswith("."), name

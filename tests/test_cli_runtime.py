@@ -162,3 +162,37 @@ def test_embed_streams_any_number_of_lines_into_a_valid_npy(tmp_path) -> None:
     assert len(_npy_header(0, 4)) == len(_npy_header(10**12, 4096)) == 128
     (tmp_path / "empty.npy").write_bytes(_npy_header(0, 4))
     assert np.load(tmp_path / "empty.npy").shape == (0, 4)
+
+
+def test_every_serve_setting_is_an_option_and_every_option_a_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`textae serve`'s options are made from ServeSettings: one per field (but `model`, the
+    argument), with the field's default and its trailing comment as help, and each reaches the
+    settings the server runs with."""
+    import dataclasses
+
+    import typer.main
+    from typer.testing import CliRunner
+
+    import textae.serve.server
+    from textae.cli import app
+    from textae.config import field_help
+    from textae.options import option_help
+    from textae.serve.settings import ServeSettings
+
+    params = {param.name: param for param in typer.main.get_command(app).commands["serve"].params}  # type: ignore[attr-defined]
+    fields = {item.name: item for item in dataclasses.fields(ServeSettings) if item.name != "model"}
+    assert set(params) == set(fields) | {"model", "log_level"}
+    helps = field_help(ServeSettings)
+    for name, item in fields.items():
+        assert params[name].default == item.default, name
+        assert params[name].help == option_help(helps[name]) and params[name].help.endswith("."), name
+    text = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "300"}).output
+    assert all(f"--{name.replace('_', '-')} " in text for name in fields), text
+
+    seen: list[tuple[ServeSettings, str]] = []
+    monkeypatch.setattr(textae.serve.server, "serve", lambda settings, log_level: seen.append((settings, log_level)))
+    given = {"max_decode_length": 99, "bucket_multiple": 16, "threads": 3, "api_key_file": str(tmp_path / "key"), "max_wait_ms": 0.5}
+    args = [arg for name, value in given.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
+    result = CliRunner().invoke(app, ["serve", str(tmp_path / "export"), *args, "--log-level", "debug"])
+    assert result.exit_code == 0, result.output
+    assert seen == [(ServeSettings(model=str(tmp_path / "export"), **given), "debug")]

@@ -65,3 +65,30 @@ def test_an_option_named_twice_is_refused() -> None:
 def test_option_help_reads_like_a_sentence() -> None:
     assert option_help("peak learning rate") == "Peak learning rate."
     assert option_help("done.") == "Done." and option_help("") == ""
+
+
+@dataclass
+class Required:
+    path: str  # where it goes
+    count: int = 2  # how many
+
+
+def test_a_field_without_a_default_is_a_required_option() -> None:
+    group = OptionGroup(Required)  # no panel: the options sit under the command's own heading
+    seen: list[Any] = []
+    app = typer.Typer()
+
+    @app.command()
+    @with_config_options(group)
+    def run(**options: Any) -> None:
+        seen.append(build_config(group, options))
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    assert CliRunner().invoke(app, ["run", "--path", "p"]).exit_code == 0 and seen == [Required("p", 2)]
+    missing = CliRunner().invoke(app, ["run", "--count", "3"])
+    assert missing.exit_code == 2 and "--path" in missing.output and len(seen) == 1
+    text = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).output
+    assert "Where it goes." in text and "required" in text

@@ -18,6 +18,7 @@ from textae.batching import DEFAULT_BATCH_SIZE
 from textae.config import DERIVED_MODEL_FIELDS, ModelConfig, TrainConfig
 from textae.demo import DEMO_EXPORT_DIR, DEMO_RUN_DIR, DEMO_STEPS, SHIPPED_CORPUS
 from textae.errors import TextaeError
+from textae.evaluation.settings import LoadSettings, MapSettings, SimilarSettings
 from textae.extras import missing_extra
 from textae.manifest import DEFAULT_OPSET
 from textae.options import OptionGroup, build_config, with_config_options
@@ -282,7 +283,12 @@ def info(model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP
 
 # --- evaluation side (evaluate, similar, index, map) ---
 # Scores, neighbours and maps computed on an export folder with the torch-free runtime. The
-# optional packages (scikit-learn, sacrebleu, matplotlib) come from the `eval` extra.
+# optional packages (scikit-learn, sacrebleu, matplotlib) come from the `eval` extra. The options of
+# similar and map are the fields of their settings dataclasses (textae/evaluation/settings.py).
+
+LOAD_OPTIONS = OptionGroup(LoadSettings)
+SIMILAR_OPTIONS = OptionGroup(SimilarSettings)
+MAP_OPTIONS = OptionGroup(MapSettings)
 
 
 @app.command()
@@ -318,19 +324,19 @@ def evaluate(
 
 @app.command()
 @user_errors
+@with_config_options(SIMILAR_OPTIONS, LOAD_OPTIONS)
 def similar(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP)],
     queries: Annotated[list[str], typer.Argument(metavar="QUERY...", help="Sentences to find neighbours for.", show_default=False)],
-    corpus: Annotated[Path, typer.Option(metavar="FILE", help="Sentences to search: a text file (one a line), or an INDEX.npz from `textae index`.")],
-    top: Annotated[int, typer.Option(metavar="K", help="Neighbours per query.")] = 5,
-    threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
-    precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
+    **options: Any,
 ) -> None:
     """Print each query's K most similar corpus sentences: rank, cosine similarity and sentence, tab-separated."""
     from textae.runtime.model import TextAE
     from textae.runtime.search import similar_sentences
 
-    results = similar_sentences(TextAE.load(model, threads, precision), corpus, queries, top)
+    settings, load = build_config(SIMILAR_OPTIONS, options), build_config(LOAD_OPTIONS, options)
+    loaded = TextAE.load(model, load.threads, load.precision)
+    results = similar_sentences(loaded, settings.corpus, queries, settings.top)
     for number, (query, neighbours) in enumerate(zip(queries, results)):
         if number:
             typer.echo("")
@@ -361,62 +367,43 @@ def index(
 
 @app.command("map")
 @user_errors
+@with_config_options(MAP_OPTIONS, LOAD_OPTIONS)
 def map_sentences(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP)],
     source: Annotated[Path, typer.Argument(metavar="FILE", help="Text file, one sentence a line (label<TAB>text with --labels).")],
-    out: Annotated[Path, typer.Option(metavar="MAP.png", help="PNG file to write.")],
-    labels: Annotated[bool, typer.Option("--labels", help="FILE has label<TAB>text lines: colour points by label.")] = False,
-    method: Annotated[str, typer.Option(help="Projection to 2-D: pca (numpy SVD) or tsne (scikit-learn).")] = "pca",
-    max_points: Annotated[int, typer.Option(help="Draw a uniform sample of at most this many sentences.")] = 20_000,
-    threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
-    precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
+    **options: Any,
 ) -> None:
     """Draw the sentence vectors of FILE in 2-D as a PNG, with title, axes and legend."""
     from textae.evaluation.maps import check_map_options, plot_map
     from textae.runtime.model import TextAE
 
-    check_map_options(out, method, max_points)
-    summary = plot_map(TextAE.load(model, threads, precision), source, out, labelled=labels, method=method, max_points=max_points)
-    typer.echo(f"drew {summary.points} sentences into {out}", err=True)
+    settings, load = build_config(MAP_OPTIONS, options), build_config(LOAD_OPTIONS, options)
+    check_map_options(settings.out, settings.method, settings.max_points)
+    loaded = TextAE.load(model, load.threads, load.precision)
+    summary = plot_map(
+        loaded, source, settings.out, labelled=settings.labels, method=settings.method, max_points=settings.max_points
+    )
+    typer.echo(f"drew {summary.points} sentences into {settings.out}", err=True)
 
 
 # --- serving (serve) ---
-# The HTTP service from the `serve` extra (FastAPI + uvicorn); see textae/serve/.
+# The HTTP service from the `serve` extra (FastAPI + uvicorn); see textae/serve/. Every ServeSettings
+# field but `model` is an option, made from the dataclass; tests/test_cli_runtime.py checks them one to one.
 
-_S = ServeSettings(model="")
+SERVE_OPTIONS = OptionGroup(ServeSettings, skip={"model"})
 
 
 @app.command()
 @user_errors
+@with_config_options(SERVE_OPTIONS)
 def serve(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP)],
-    host: Annotated[str, typer.Option(help="Interface to listen on; 0.0.0.0 accepts connections from other machines.")] = _S.host,
-    port: Annotated[int, typer.Option(help="TCP port.")] = _S.port,
-    threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads over all workers (default: the cores this process may use).")] = None,
-    workers: Annotated[int, typer.Option(help="Server processes; each loads the model and gets threads // workers threads.")] = _S.workers,
-    precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
-    max_batch_size: Annotated[int, typer.Option(help="Most sentences in one onnxruntime call.")] = _S.max_batch_size,
-    max_batch_tokens: Annotated[int, typer.Option(help="Most padded tokens (rows x longest row) in one onnxruntime call.")] = _S.max_batch_tokens,
-    max_wait_ms: Annotated[float, typer.Option(help="How long the oldest queued sentence waits for a fuller batch.")] = _S.max_wait_ms,
-    max_inputs: Annotated[int, typer.Option(help="Most sentences (or vectors) per request; more is refused with 422.")] = _S.max_inputs,
-    max_chars: Annotated[int, typer.Option(help="Most characters per input sentence; more is refused with 422.")] = _S.max_chars,
-    max_body_bytes: Annotated[int, typer.Option(help="Largest request body; more is refused with 413.")] = _S.max_body_bytes,
-    max_queue: Annotated[int, typer.Option(help="Most sentences waiting over all requests; more is refused with 429.")] = _S.max_queue,
-    api_key_file: Annotated[Optional[Path], typer.Option(help="File holding a bearer token that every model route requires (401 otherwise).")] = None,
-    drain_seconds: Annotated[float, typer.Option(help="After SIGTERM, keep serving this long with /ready at 503 before closing.")] = _S.drain_seconds,
-    graceful_timeout: Annotated[float, typer.Option(help="Then wait at most this long for requests in flight.")] = _S.graceful_timeout,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level: critical, error, warning, info or debug.")] = "info",
+    **options: Any,
 ) -> None:
     """Serve the model over HTTP: OpenAI-compatible /v1/embeddings, /embed, /reconstruct, /score, /decode."""
     from textae.serve.server import serve as run_server
 
     if log_level not in ("critical", "error", "warning", "info", "debug"):
         raise TextaeError(f"--log-level must be critical, error, warning, info or debug, got {log_level!r}")
-    settings = ServeSettings(
-        model=str(model), host=host, port=port, threads=threads, workers=workers, precision=precision,
-        max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms,
-        max_inputs=max_inputs, max_chars=max_chars, max_body_bytes=max_body_bytes, max_queue=max_queue,
-        api_key_file=str(api_key_file) if api_key_file is not None else None,
-        drain_seconds=drain_seconds, graceful_timeout=graceful_timeout,
-    )
-    run_server(settings, log_level=log_level)
+    run_server(build_config(SERVE_OPTIONS, options, model=str(model)), log_level=log_level)

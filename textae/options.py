@@ -10,7 +10,8 @@ A command declares only its own parameters and takes the config fields as **opti
 Typer reads a command's parameters from its signature, so the decorator writes a signature that
 holds the command's own parameters followed by one `Annotated[type, typer.Option(...)]` per field.
 Adding a field to the dataclass adds the option; its help is the field's trailing comment (or
-`metadata["help"]`), and `metadata` may also set `metavar` and `show_default`.
+`metadata["help"]`), and `metadata` may also set `metavar` and `show_default`. A field without a
+default is a required option.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ C = TypeVar("C")
 
 @dataclass(frozen=True)
 class OptionGroup:
-    """The fields of one config dataclass, shown under their own heading in --help."""
+    """The fields of one config dataclass as options, under their own heading in --help when `panel` is set."""
 
     config: type
-    panel: str  # heading of the group in --help
+    panel: str | None = None  # heading of the group in --help (None: the command's own Options)
     skip: Collection[str] = ()  # fields that are not options (arguments, or values set elsewhere)
     rename: Mapping[str, str] = field(default_factory=dict)  # field -> option name, where they differ
 
@@ -81,18 +82,29 @@ def option_help(text: str) -> str:
 def _parameters(group: OptionGroup) -> list[inspect.Parameter]:
     hints = typing.get_type_hints(group.config)
     helps = field_help(group.config)
-    defaults = group.config()
     parameters = []
     for item in group.fields():
-        settings: dict[str, Any] = {"help": option_help(helps.get(item.name, "")), "rich_help_panel": group.panel}
+        settings: dict[str, Any] = {"help": option_help(helps.get(item.name, ""))}
+        if group.panel is not None:
+            settings["rich_help_panel"] = group.panel
         settings.update({key: item.metadata[key] for key in ("metavar", "show_default") if key in item.metadata})
         annotation = Annotated[_option_type(hints[item.name]), typer.Option(**settings)]  # type: ignore[valid-type]
         parameters.append(
             inspect.Parameter(
-                group.option_name(item.name), inspect.Parameter.KEYWORD_ONLY, default=getattr(defaults, item.name), annotation=annotation
+                group.option_name(item.name), inspect.Parameter.KEYWORD_ONLY, default=_default(item),
+                annotation=annotation,
             )
         )
     return parameters
+
+
+def _default(item: dataclasses.Field[Any]) -> Any:
+    """The field's default; none (a required option) for a field the dataclass requires."""
+    if item.default is not dataclasses.MISSING:
+        return item.default
+    if item.default_factory is not dataclasses.MISSING:
+        return item.default_factory()
+    return inspect.Parameter.empty
 
 
 def _option_type(hint: Any) -> Any:

@@ -9,4 +9,5 @@
     report.py          the report as JSON or rich tables
     evaluate.py        `textae evaluate`: check every input, then run the evaluations asked for
     maps.py            `textae map`: a 2-D picture of the vectors
+    settings.py        the options of `textae similar` and `textae map`, as dataclasses
 """

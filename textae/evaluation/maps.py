@@ -16,11 +16,11 @@ import numpy as np
 from textae.atomic import atomic_write
 from textae.errors import TextaeError
 from textae.evaluation.readers import read_labelled_file, read_text_file
+from textae.evaluation.settings import MAX_POINTS
 from textae.extras import import_optional
 from textae.runtime.model import TextAE
 
 METHODS = ("pca", "tsne")
-MAX_POINTS = 20_000  # more points add ink, not information, and t-SNE time grows fast
 MAX_COLOURED_LABELS = 10  # tab10's distinct colours; further labels become "other"
 ANNOTATE_UP_TO = 30  # unlabelled maps this small show each sentence's text
 OTHER_COLOUR = "#9e9e9e"

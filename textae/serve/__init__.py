@@ -2,8 +2,9 @@
 
 Needs the `serve` extra (`pip install "textae[serve]"`). Layout: settings.py (the options), schemas.py
 (request/response bodies = the OpenAPI spec), limits.py (refusals and their error shape), batcher.py
-(the inference thread and dynamic batching), metrics.py (Prometheus), app.py (routes and lifespan),
-server.py (checks the folder, then runs uvicorn).
+(the inference thread and dynamic batching), service.py (one worker's model and batcher, and the typed
+jobs requests ask of them), metrics.py (Prometheus), app.py (routes and lifespan), server.py (checks the
+folder, then runs uvicorn).
 """
 
 from textae.serve.settings import ServeSettings

@@ -4,7 +4,8 @@
     # the lifespan (run by uvicorn, or by a test) loads the export, warms it up, then /ready says 200
 
 The model is loaded in the lifespan, inside each worker process, never before a fork. Handlers
-validate and tokenize, then await the batcher (textae/serve/batcher.py); they never call onnxruntime.
+validate, then hand a typed job to the worker's Service (textae/serve/service.py), which tokenizes
+and awaits the batcher (textae/serve/batcher.py); they never call onnxruntime.
 """
 # No `from __future__ import annotations` here: FastAPI reads the route signatures, whose body
 # types are built per app inside create_app.
@@ -13,13 +14,11 @@ import asyncio
 import base64
 import contextlib
 import logging
-import math
 import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -36,159 +35,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import textae
 from textae.runtime.model import TextAE
 from textae.serve import schemas
-from textae.serve.batcher import Batch, Batcher, BatchStats, InferenceFailed, QueueClosed, QueueFull
 from textae.serve.limits import ApiError, BodyLimit, check_api_key, error_body, validation_error
 from textae.serve.metrics import Metrics
+from textae.serve.service import TIMING_KEY, ClientGone, Job, JobKind, Service, Timing
 from textae.serve.settings import ServeSettings, read_api_key
 
 logger = logging.getLogger("textae.serve")
 
-TIMING_KEY = "textae.timing"
-SWITCH_INTERVAL_S = 0.0005
-INLINE_TOKENIZE_CHARS = 4096  # tokenize smaller requests on the event loop; larger ones in a thread
-
-
-@dataclass
-class Timing:
-    """Per request: what the x-*-time headers report (milliseconds)."""
-
-    tokenization: float = 0.0
-    queue: float = 0.0
-    inference: float = 0.0
-
-
-class ClientGone(Exception):
-    """The client disconnected while its request waited; its queued items were dropped."""
-
-
-class Service:
-    """One worker's model, batcher and metrics, and whether it is ready."""
-
-    def __init__(self, settings: ServeSettings, model: TextAE, metrics: Metrics) -> None:
-        self.settings = settings
-        self.model = model
-        self.metrics = metrics
-        self.name = Path(settings.model).resolve().name
-        self.ready = False
-        self.draining = False
-        self._items_per_second = 0.0
-        self.batcher = Batcher(
-            self._run_batch,
-            max_batch_size=settings.max_batch_size,
-            max_batch_tokens=settings.max_batch_tokens,
-            max_wait_ms=settings.max_wait_ms,
-            max_queue=settings.max_queue,
-            max_length=model.config.max_length,
-            bucket_multiple=settings.bucket_multiple,
-            on_batch=self._observe_batch,
-            on_depth=metrics.queue_depth.set,
-        )
-
-    # --- inference thread ---------------------------------------------------------------------
-
-    def _run_batch(self, batch: Batch) -> Sequence[Any]:
-        kind = batch.key[0]
-        if kind == "embed":
-            return list(self.model.embed_ids(batch.payloads, width=batch.width))
-        if kind == "score":
-            return [float(score) for score in self.model.score_ids(batch.payloads, width=batch.width)]
-        max_length = batch.key[1]
-        if kind == "reconstruct":
-            vectors = self.model.embed_ids(batch.payloads, width=batch.width)
-        else:
-            vectors = np.stack(batch.payloads)
-        return self.model.decode(vectors, batch_size=len(vectors), max_length=max_length)
-
-    def _observe_batch(self, stats: BatchStats) -> None:
-        self.metrics.observe_batch(stats)
-        if stats.seconds > 0:
-            rate = stats.size / stats.seconds
-            self._items_per_second = rate if not self._items_per_second else 0.9 * self._items_per_second + 0.1 * rate
-
-    # --- event loop ---------------------------------------------------------------------------
-
-    async def tokenize(self, texts: list[str], timing: Timing) -> tuple[list[list[int]], list[bool]]:
-        started = time.perf_counter()
-        if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
-            result = self.model.tokenize_with_truncation(texts)
-        else:
-            result = await asyncio.to_thread(self.model.tokenize_with_truncation, texts)
-        timing.tokenization += (time.perf_counter() - started) * 1000
-        return result
-
-    async def run(self, request: Request, key: tuple, payloads: list[Any], lengths: list[int], expected: bool = False) -> list[Any]:
-        """Queue the items, await their results; drop them if the client disconnects meanwhile."""
-        timing: Timing = request.scope[TIMING_KEY]
-        try:
-            ticket = self.batcher.submit(key, payloads, lengths, expected=expected)
-        except QueueFull:
-            self.metrics.rejected.inc()
-            raise ApiError(429, "the server is at capacity; retry later", headers={"Retry-After": str(self.retry_after())}) from None
-        except QueueClosed:
-            raise ApiError(503, "the server is shutting down") from None
-        disconnected = asyncio.ensure_future(_wait_for_disconnect(request.receive))
-        try:
-            done, _ = await asyncio.wait({ticket.future, disconnected}, return_when=asyncio.FIRST_COMPLETED)
-            if ticket.future not in done:
-                raise ClientGone()
-            return ticket.future.result()
-        except InferenceFailed as exc:
-            raise ApiError(500, f"inference failed ({exc}); the server keeps serving") from None
-        finally:
-            disconnected.cancel()
-            if not ticket.future.done():
-                self.batcher.cancel(ticket)
-                ticket.future.cancel()
-            timing.queue += ticket.queue_seconds * 1000
-            timing.inference += ticket.inference_seconds * 1000
-
-    def retry_after(self) -> int:
-        """Seconds until the queue has likely drained, from the recent throughput (1 to 60)."""
-        if self._items_per_second <= 0:
-            return 1
-        return int(min(60, max(1, math.ceil(self.batcher.depth / self._items_per_second))))
-
-    async def texts_job(
-        self, request: Request, kind: tuple, inputs: Any, truncate: bool, field: str
-    ) -> tuple[list[Any], list[bool], int]:
-        """Tokenize, refuse or report truncation, run: (results, truncated, tokens read)."""
-        texts = [inputs] if isinstance(inputs, str) else list(inputs)
-        self.batcher.expect()  # a batch forming now may wait (up to max_wait_ms) for these sentences
-        try:
-            token_ids, truncated = await self.tokenize(texts, request.scope[TIMING_KEY])
-            if any(truncated):
-                if not truncate:
-                    index = truncated.index(True)
-                    where = field if isinstance(inputs, str) else f"{field}[{index}]"
-                    raise ApiError(422, f"input has more than the model's {self.model.config.max_length} tokens and truncate is false", where)
-                self.metrics.truncated.inc(sum(truncated))
-        except BaseException:
-            self.batcher.abandon()
-            raise
-        results = await self.run(request, kind, token_ids, [len(ids) for ids in token_ids], expected=True)
-        return results, truncated, sum(len(ids) for ids in token_ids)
-
-    async def warm_up(self) -> None:
-        """One call of every kind through the batcher, and the largest batch shape the caps allow,
-        so the first user request is not slow and onnxruntime's memory reaches its peak now."""
-        limit = self.model.config.max_length
-        (ids,), _ = self.model.tokenize_with_truncation(["warm up the model."])
-        long_ids = (ids * (limit // max(1, len(ids)) + 1))[:limit]
-        rows = max(1, min(self.settings.max_batch_size, self.settings.max_queue, self.settings.max_batch_tokens // self.batcher.width_for(limit)))
-        for key, payloads in (
-            (("embed",), [ids] + [long_ids] * (rows - 1)),
-            (("score",), [ids] + [long_ids] * (rows - 1)),
-            (("reconstruct", None), [ids]),
-        ):
-            ticket = self.batcher.submit(key, payloads, [len(p) for p in payloads])
-            await ticket.future
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
+SWITCH_INTERVAL_S = 0.0005  # the GIL switch interval while serving, a tenth of Python's default: why in the lifespan
 
 
 class ServiceMiddleware:
@@ -230,10 +84,10 @@ def _error_response(error: ApiError) -> JSONResponse:
 
 
 def _json(payload: dict[str, Any]) -> Response:
-    # Vectors go out as numpy float32 arrays written by orjson: json.dumps of a 256-float list took
-    # 0.37 ms, a quarter of the event loop's time at 16 one-sentence clients, where orjson takes
-    # 0.01 ms. orjson writes float32's shortest round-trip digits, so a client that parses them as
-    # float32 gets exactly the server's values.
+    # Vectors go out as numpy float32 arrays written by orjson: json.dumps of float lists took a large
+    # share of the event loop's time under many small requests (docs/benchmarks.md, "orjson"). orjson
+    # writes float32's shortest round-trip digits, so a client that parses them as float32 gets exactly
+    # the server's values.
     return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
@@ -252,10 +106,10 @@ def create_app(settings: ServeSettings, *, handle_signals: bool = False) -> Fast
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         model = await asyncio.to_thread(TextAE.load, settings.model, settings.threads_per_worker, settings.precision)
-        # The inference thread re-takes the GIL after every onnxruntime call; with Python's default 5 ms
-        # switch interval a busy event loop made it wait up to 5 ms each time (batches of 6 took 12 ms
-        # instead of 2). A shorter interval hands the GIL over sooner; it is process-wide, and this
-        # process is the server.
+        # The inference thread re-takes the GIL after every onnxruntime call; with Python's default
+        # switch interval a busy event loop made it wait up to a whole interval each time, longer than
+        # a small batch runs (docs/benchmarks.md, "GIL switch interval"). A shorter interval hands the
+        # GIL over sooner; it is process-wide, and this process is the server.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         service = Service(settings, model, metrics)
         app.state.service = service
@@ -334,7 +188,7 @@ def create_app(settings: ServeSettings, *, handle_signals: bool = False) -> Fast
         service = service_of(request)
         if body.dimensions is not None and body.dimensions != service.model.dim:
             raise ApiError(422, f"this model's vectors have {service.model.dim} dimensions", "dimensions")
-        vectors, _, tokens = await service.texts_job(request, ("embed",), body.input, True, "input")
+        vectors, _, tokens = await service.texts_job(request, Job(JobKind.EMBED), body.input, True, "input")
         if body.encoding_format == "base64":
             encoded = [base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode("ascii") for v in vectors]
         else:
@@ -346,7 +200,8 @@ def create_app(settings: ServeSettings, *, handle_signals: bool = False) -> Fast
     async def embed(body: models.embed, request: Request) -> Response:
         """Sentence vectors, equal to `TextAE.embed` of each sentence alone, whatever it is batched with."""
         service = service_of(request)
-        vectors, truncated, _ = await service.texts_job(request, ("embed",), body.inputs, body.truncate, "inputs")
+        job = Job(JobKind.EMBED)
+        vectors, truncated, _ = await service.texts_job(request, job, body.inputs, body.truncate, "inputs")
         matrix = np.stack(vectors)
         if body.normalize:  # exactly as TextAE.embed(normalize=True)
             matrix = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), np.finfo(np.float32).tiny)
@@ -356,14 +211,16 @@ def create_app(settings: ServeSettings, *, handle_signals: bool = False) -> Fast
     async def reconstruct(body: models.reconstruct, request: Request) -> Response:
         """What the model decodes from each sentence's vector."""
         service = service_of(request)
-        texts, truncated, _ = await service.texts_job(request, ("reconstruct", body.max_length), body.inputs, body.truncate, "inputs")
+        job = Job(JobKind.RECONSTRUCT, body.max_length)
+        texts, truncated, _ = await service.texts_job(request, job, body.inputs, body.truncate, "inputs")
         return _json({"texts": texts, "truncated": truncated})
 
     @app.post("/score", response_model=schemas.ScoreResponse, responses=schemas.error_responses(*model_errors), dependencies=guarded)
     async def score(body: models.score, request: Request) -> Response:
         """Anomaly scores (mean token NLL); with `threshold`, also which inputs score at or above it."""
         service = service_of(request)
-        scores, truncated, _ = await service.texts_job(request, ("score",), body.inputs, body.truncate, "inputs")
+        job = Job(JobKind.SCORE)
+        scores, truncated, _ = await service.texts_job(request, job, body.inputs, body.truncate, "inputs")
         flagged = None if body.threshold is None else [s >= body.threshold for s in scores]
         return _json({"scores": scores, "truncated": truncated, "flagged": flagged})
 
@@ -376,7 +233,7 @@ def create_app(settings: ServeSettings, *, handle_signals: bool = False) -> Fast
         for index, vector in enumerate(vectors):
             if not np.isfinite(vector).all():  # finite float64 values can overflow float32
                 raise ApiError(422, "vector has values beyond float32's range", f"vectors[{index}]")
-        texts = await service.run(request, ("decode", body.max_length), vectors, [1] * len(vectors))
+        texts = await service.run(request, Job(JobKind.DECODE, body.max_length), vectors, [1] * len(vectors))
         return _json({"texts": texts})
 
     @app.get("/health", response_model=schemas.StatusResponse, responses=schemas.error_responses(503))
@@ -457,4 +314,4 @@ def app_from_environment() -> FastAPI:
     return create_app(ServeSettings.from_json(os.environ[SETTINGS_ENV]), handle_signals=True)
 
 
-__all__ = ["Service", "app_from_environment", "create_app", "error_body"]
+__all__ = ["app_from_environment", "create_app", "error_body"]

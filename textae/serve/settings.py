@@ -23,24 +23,25 @@ def available_cores() -> int:
 
 @dataclass
 class ServeSettings:
-    """Options of `textae serve`; the CLI flags have the same names."""
+    """Options of `textae serve`: each field but `model` (the MODEL argument) is the option of the same
+    name, and its trailing comment is that option's --help (tests/test_cli_runtime.py checks both)."""
 
     model: str  # export folder written by `textae export`
     host: str = "127.0.0.1"  # interface to listen on (0.0.0.0 to accept connections from other machines)
     port: int = 8000  # TCP port
-    threads: int | None = None  # onnxruntime intra-op threads over all workers (default: the usable cores)
+    threads: int | None = None  # threads for onnxruntime over all workers (default: the cores this process may use)
     workers: int = 1  # server processes; each loads the model and gets threads // workers threads
-    precision: str | None = None  # fp32 or int8 graphs (default: the one the export chose)
+    precision: str | None = None  # graphs to run: fp32 or int8 (default: the one the export chose)
     max_batch_size: int = 64  # most sentences in one onnxruntime call
     max_batch_tokens: int = 8192  # most padded tokens (rows x longest row) in one onnxruntime call
     max_wait_ms: float = 2.0  # how long the oldest queued sentence may wait for a fuller batch
-    max_inputs: int = 256  # most sentences (or vectors) in one request
-    max_chars: int = 10_000  # most characters in one input sentence
+    max_inputs: int = 256  # most sentences (or vectors) in one request; more is refused with 422
+    max_chars: int = 10_000  # most characters in one input sentence; more is refused with 422
     max_body_bytes: int = 4 * 1024 * 1024  # largest request body; more is refused with 413
     max_queue: int = 4096  # most sentences waiting for inference over all requests; more is refused with 429
-    max_decode_length: int = 256  # largest `max_length` a /decode or /reconstruct request may ask for
+    max_decode_length: int = 256  # largest `max_length` a /decode or /reconstruct request may ask for (more: 422)
     bucket_multiple: int = 8  # batches are padded to a multiple of this many tokens (bounds distinct shapes)
-    api_key_file: str | None = None  # file holding a bearer token every model route must present
+    api_key_file: str | None = None  # file holding a bearer token every model route requires (401 otherwise)
     drain_seconds: float = 0.0  # after SIGTERM, keep serving with /ready at 503 this long before closing
     graceful_timeout: float = 30.0  # then wait at most this long for requests in flight
 
