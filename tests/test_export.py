@@ -230,7 +230,7 @@ def test_int8_export_round_trip(int8_export: Path) -> None:
     report = manifest["quantization"]
     assert manifest["precision"] == report["default"]
     assert report["min_cosine"] >= 0.999 and report["batch_invariant"] is True
-    assert report["size_ratio"] < 0.5 and report["speed_ratio"] > 0
+    assert report["size_ratio"] < 0.5
     fp32, int8 = TextAE.load(folder, precision="fp32"), TextAE.load(folder, precision="int8")
     a, b = fp32.embed(TINY_SENTENCES), int8.embed(TINY_SENTENCES)
     cosines = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)

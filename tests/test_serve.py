@@ -445,13 +445,13 @@ def test_onnxruntime_failure_is_500_and_the_server_keeps_serving(export: Path, l
     async def scenario() -> None:
         async with served(export) as client:
             service = client.app.state.service  # type: ignore[attr-defined]
-            sessions = service.model._sessions
-            working = sessions["encoder"]
-            sessions["encoder"] = FailingSession()
+            sessions, key = service.model._sessions, ("encoder", service.model.precisions["embed"])
+            working = sessions[key]
+            sessions[key] = FailingSession()
             failed = await client.post("/embed", json={"inputs": ["the cat sat on the mat.", SECRET]})
             body = assert_error(failed, 500)
             assert body["type"] == "server_error" and "injected" not in body["message"]
-            sessions["encoder"] = working
+            sessions[key] = working
             again = await client.post("/embed", json={"inputs": ["the cat sat on the mat."]})
             assert again.status_code == 200
             np.testing.assert_allclose(again.json()["embeddings"][0], library.embed(["the cat sat on the mat."])[0], atol=1e-5)

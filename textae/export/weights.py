@@ -2,7 +2,7 @@
 
 Each graph used to carry its own copy of its weights: the embedding sat in four graphs, and
 decoder_greedy and decoder_step each held the folded (vocab, G*H) table of the first decoder
-layer's token gates (81.6 and 80.6 MB of a 212 MB folder for a 25 MB model). Here:
+layer's token gates, most of the folder (sizes in docs/benchmarks.md, runtime). Here:
 
 - every initializer of every graph (both precisions) is written once to `weights.bin` (ONNX
   external data; identical tensors, such as the embedding, share one copy) and the graph files
