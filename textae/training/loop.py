@@ -11,7 +11,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,12 @@ from tokenizers import Tokenizer
 from textae import faults
 from textae.atomic import atomic_write_text
 from textae.batching import cut_at_eos, length_sorted_batches
-from textae.config import ModelConfig, TrainConfig, parse_noise, save_json, to_dict
+from textae.config import ModelConfig, TrainConfig, parse_noise, save_json
 from textae.corpus import resolve_paths
 from textae.errors import NoSpaceError, TextaeError
 from textae.tokenizer import decode_batch, special_token_ids
 from textae.training import distributed
+from textae.training.budget import TimeBudget, format_seconds
 from textae.training.checkpoint import (
     BEST_FILE,
     CHECKPOINT_FILE,
@@ -37,10 +38,12 @@ from textae.training.checkpoint import (
     METRICS_FILE,
     SUMMARY_FILE,
     TOKENIZER_FILE,
-    load_checkpoint,
-    save_checkpoint,
+    TrainingState,
+    restore_training_checkpoint,
+    rng_state,
+    save_best,
+    save_training_checkpoint,
 )
-from textae.training.budget import TimeBudget, format_seconds
 from textae.training.data import TokenizedCorpus, collate, epoch_batch_groups, tokenize_corpus
 from textae.training.model import Autoencoder, count_parameters
 from textae.training.optimizers import make_optimizer
@@ -78,25 +81,6 @@ def release_freed_memory() -> None:
 
 
 _malloc_trim: Any = None
-
-
-@dataclass
-class TrainingState:
-    """Where a run stands; everything here goes into checkpoint.pt."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0  # batches of `epoch` already consumed
-    best_valid_loss: float = math.inf
-    best_step: int = -1
-    validations_without_improvement: int = 0
-    tokens_seen: float = 0.0  # target tokens over all ranks
-    stopped_early: bool = False
-    world_size: int = 1  # processes the run was started with (a resume must match)
-    validated_step: int = -1  # the last step validated (a resume after the final validation skips it)
-    train_seconds: float = 0.0  # wall-clock seconds in the training loop over all sessions (the time budget's)
-    planned_steps: int | None = None  # under a time budget: the step count the schedule ends at
-    losses_since_record: list[float] = field(default_factory=list)  # metrics.jsonl logs their mean
 
 
 def train(
@@ -211,7 +195,7 @@ class _Trainer:
         )
         self.state = TrainingState(world_size=workers.world_size)
         if restore:
-            self.state = _restore(run_dir, self.model, self.optimizer, self.scheduler, workers)
+            self.state = restore_training_checkpoint(run_dir, self.model, self.optimizer, self.scheduler, workers)
             if self.state.planned_steps is not None:
                 self.total_steps = self.state.planned_steps
             console.print(f"resuming {run_dir} at step {self.state.step}")
@@ -363,10 +347,7 @@ class _Trainer:
             if improved:
                 state.best_valid_loss, state.best_step = result["loss"], state.step
                 state.validations_without_improvement = 0
-                save_checkpoint(
-                    self.run_dir / BEST_FILE,
-                    {"model": _cpu_state(self.model), "model_config": to_dict(self.model_config), "step": state.step, "metrics": result},
-                )
+                save_best(self.run_dir, self.model, self.model_config, state.step, result)
             else:
                 state.validations_without_improvement += 1
             self.progress.console.print(
@@ -383,20 +364,12 @@ class _Trainer:
 
     def _checkpoint(self) -> None:
         self.state.train_seconds = self.budget.spent  # as of the last step or validation
-        rng_states = self.workers.gather(_rng_state(self.workers.device))
+        rng_states = self.workers.gather(rng_state(self.workers.device))
         if self.workers.is_main:
-            save_checkpoint(
-                self.run_dir / CHECKPOINT_FILE,
-                {
-                    "model": _cpu_state(self.model),
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "rng_states": rng_states,  # one per rank
-                    "training_state": dict(vars(self.state)),
-                    "model_config": to_dict(self.model_config),
-                    "train_config": to_dict(self.config),
-                },
-            )
+            save_training_checkpoint(
+                self.run_dir, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                rng_states=rng_states, state=self.state, model_config=self.model_config, train_config=self.config,
+            )  # fmt: skip
         self.workers.barrier()
 
     def _ranks_in_sync(self) -> bool:
@@ -404,17 +377,6 @@ class _Trainer:
         checksum = float(sum(p.detach().double().sum().item() for p in self.model.parameters()))
         checksums = self.workers.gather(checksum)
         return all(value == checksums[0] for value in checksums)
-
-
-def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-
-
-def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
 
 
 def evaluate(model: Autoencoder, data: TokenizedCorpus, free_running_sentences: int) -> dict[str, float]:
@@ -466,37 +428,6 @@ def reconstruct(model: Autoencoder, tokenizer: Tokenizer, sentences: list[str]) 
     batch = collate(data, np.arange(len(data)), model.config.pad_id, model.config.eos_id)
     predicted = model.greedy_decode(model.encode(batch.input_ids, batch.lengths))
     return decode_batch(tokenizer, [cut_at_eos(row.tolist(), model.config.eos_id) for row in predicted])
-
-
-# --- checkpoints -------------------------------------------------------------------------------
-
-
-def _restore(
-    run_dir: Path,
-    model: Autoencoder,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    workers: distributed.Workers,
-) -> TrainingState:
-    path = run_dir / CHECKPOINT_FILE
-    saved = load_checkpoint(path)
-    try:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = TrainingState(**saved["training_state"])
-        rng = saved["rng_states"][workers.rank]
-    except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as exc:
-        raise TextaeError(f"{path}: checkpoint does not fit this run ({str(exc).splitlines()[0][:200]})") from None
-    if state.world_size != workers.world_size:
-        raise TextaeError(
-            f"{run_dir}: was trained with {state.world_size} process(es); resume it with the same number, "
-            f"not {workers.world_size}"
-        )
-    torch.set_rng_state(rng["cpu"])
-    if "cuda" in rng and workers.device.type == "cuda":
-        torch.cuda.set_rng_state(rng["cuda"], workers.device)
-    return state
 
 
 # --- reporting ---------------------------------------------------------------------------------
