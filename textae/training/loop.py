@@ -6,9 +6,7 @@ The loop knows the model only through `forward(input_ids, lengths, targets, rati
 
 from __future__ import annotations
 
-import ctypes
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -20,15 +18,13 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from tokenizers import Tokenizer
 
 from textae import faults
 from textae.atomic import atomic_write_text
-from textae.batching import cut_at_eos, length_sorted_batches
 from textae.config import ModelConfig, TrainConfig, parse_noise, save_json
 from textae.corpus import resolve_paths
 from textae.errors import NoSpaceError, TextaeError
-from textae.tokenizer import decode_batch, special_token_ids
+from textae.tokenizer import special_token_ids
 from textae.training import distributed
 from textae.training.budget import TimeBudget, format_seconds
 from textae.training.checkpoint import (
@@ -44,7 +40,8 @@ from textae.training.checkpoint import (
     save_best,
     save_training_checkpoint,
 )
-from textae.training.data import TokenizedCorpus, collate, epoch_batch_groups, tokenize_corpus
+from textae.training.data import collate, epoch_batch_groups
+from textae.training.memory import TRIM_EVERY, release_freed_memory
 from textae.training.model import Autoencoder, count_parameters
 from textae.training.optimizers import make_optimizer
 from textae.training.precision import MasterWeights, native_bf16, resolve_precision
@@ -59,28 +56,9 @@ from textae.training.run_folder import (
     save_run_configs,
 )
 from textae.training.schedules import learning_rate_factor, teacher_forcing_ratio
+from textae.training.validation import evaluate
 
-EVAL_BATCH_SIZE = 128
-# Batches of varying shape fragment glibc's heap, and freed blocks stay in the process: without a
-# periodic trim, peak RSS wanders by hundreds of MB for reasons unrelated to the corpus. Trimming
-# every step cost 3-5 % of throughput; every 10 steps keeps most of the benefit.
-TRIM_EVERY = 10
 UNPLANNED_STEPS = 1 << 40  # the step count of a time-budgeted run before its pace is measured
-
-
-def release_freed_memory() -> None:
-    """Return freed heap memory to the OS (glibc's malloc_trim; a no-op elsewhere)."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim: Any = None
 
 
 def train(
@@ -151,7 +129,8 @@ class _Trainer:
         self.config, self.run_dir, self.workers, self.console = train_config, run_dir, workers, console
         if train_config.num_threads:
             torch.set_num_threads(train_config.num_threads)
-        # Recurrent gradients decay into denormal floats, which slow CPU matmuls by up to 10x.
+        # Recurrent gradients decay into denormal floats, which CPU matmuls handle far more slowly
+        # than normal ones (docs/benchmarks.md, "What moved these numbers").
         torch.set_flush_denormal(True)
 
         self.tokenizer, self.train_data, self.valid_data = prepare_data(train_config, run_dir, resume, console, workers)
@@ -377,57 +356,6 @@ class _Trainer:
         checksum = float(sum(p.detach().double().sum().item() for p in self.model.parameters()))
         checksums = self.workers.gather(checksum)
         return all(value == checksums[0] for value in checksums)
-
-
-def evaluate(model: Autoencoder, data: TokenizedCorpus, free_running_sentences: int) -> dict[str, float]:
-    """Teacher-forced loss and token accuracy, and free-running greedy reconstruction next to them.
-
-    The gap between the two accuracies is the exposure bias the teacher-forcing schedule fights.
-    """
-    config = model.config
-    device = next(model.parameters()).device
-    model.eval()
-    total_loss = total_tokens = correct = 0.0
-    with torch.no_grad():
-        for indices in length_sorted_batches(data.lengths, EVAL_BATCH_SIZE):
-            batch = collate(data, indices, config.pad_id, config.eos_id).to(device)
-            logits, loss = model(batch.input_ids, batch.lengths, batch.targets)
-            mask = batch.targets != config.pad_id
-            tokens = int(mask.sum())
-            total_loss += loss.item() * tokens
-            total_tokens += tokens
-            correct += int(((logits.argmax(-1) == batch.targets) & mask).sum())
-        free_correct = free_tokens = exact = sentences = 0
-        subset = np.arange(min(free_running_sentences, len(data)))
-        for start in range(0, len(subset), EVAL_BATCH_SIZE):
-            indices = subset[start : start + EVAL_BATCH_SIZE]
-            batch = collate(data, indices, config.pad_id, config.eos_id).to(device)
-            sentence_embedding = model.encode(batch.input_ids, batch.lengths)
-            predicted = model.greedy_decode(sentence_embedding, max_length=batch.targets.size(1))
-            width = batch.targets.size(1)
-            predicted = torch.nn.functional.pad(predicted, (0, width - predicted.size(1)), value=config.pad_id)
-            mask = batch.targets != config.pad_id
-            matches = (predicted == batch.targets) & mask
-            free_correct += int(matches.sum())
-            free_tokens += int(mask.sum())
-            exact += int((matches.sum(1) == mask.sum(1)).sum())
-            sentences += len(indices)
-    return {
-        "loss": total_loss / max(total_tokens, 1),
-        "perplexity": math.exp(min(total_loss / max(total_tokens, 1), 50.0)),
-        "token_accuracy": correct / max(total_tokens, 1),
-        "free_running_token_accuracy": free_correct / max(free_tokens, 1),
-        "free_running_exact_match": exact / max(sentences, 1),
-    }
-
-
-def reconstruct(model: Autoencoder, tokenizer: Tokenizer, sentences: list[str]) -> list[str]:
-    """Greedy reconstructions with the torch model (the runtime's TextAE.reconstruct is the production path)."""
-    model.eval()
-    data = tokenize_corpus(sentences, tokenizer, model.config.max_length)
-    batch = collate(data, np.arange(len(data)), model.config.pad_id, model.config.eos_id)
-    predicted = model.greedy_decode(model.encode(batch.input_ids, batch.lengths))
-    return decode_batch(tokenizer, [cut_at_eos(row.tolist(), model.config.eos_id) for row in predicted])
 
 
 # --- reporting ---------------------------------------------------------------------------------
