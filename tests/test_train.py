@@ -10,7 +10,8 @@ from textae.config import ModelConfig, TrainConfig
 from textae.errors import TextaeError
 from textae.tokenizer import load_tokenizer
 from textae.training.checkpoint import load_model_from_run
-from textae.training.loop import read_metrics, train
+from textae.training.loop import train
+from textae.training.metrics import read_metrics
 from textae.training.validation import reconstruct
 
 

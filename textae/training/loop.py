@@ -6,7 +6,6 @@ The loop knows the model only through `forward(input_ids, lengths, targets, rati
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,24 +15,16 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from textae import faults
-from textae.atomic import atomic_write_text
-from textae.config import ModelConfig, TrainConfig, parse_noise, save_json
+from textae.config import ModelConfig, TrainConfig, parse_noise
 from textae.corpus import resolve_paths
 from textae.errors import NoSpaceError, TextaeError
 from textae.tokenizer import special_token_ids
 from textae.training import distributed
-from textae.training.budget import TimeBudget, format_seconds
+from textae.training.budget import TimeBudget
 from textae.training.checkpoint import (
-    BEST_FILE,
-    CHECKPOINT_FILE,
-    LOSS_PLOT_FILE,
     METRICS_FILE,
-    SUMMARY_FILE,
-    TOKENIZER_FILE,
     TrainingState,
     restore_training_checkpoint,
     rng_state,
@@ -42,9 +33,11 @@ from textae.training.checkpoint import (
 )
 from textae.training.data import collate, epoch_batch_groups
 from textae.training.memory import TRIM_EVERY, release_freed_memory
-from textae.training.model import Autoencoder, count_parameters
+from textae.training.metrics import MetricsLog
+from textae.training.model import Autoencoder
 from textae.training.optimizers import make_optimizer
 from textae.training.precision import MasterWeights, native_bf16, resolve_precision
+from textae.training.reporting import announce_start, make_progress, show_validation, write_summary
 from textae.training.run_folder import (
     clean_for_resume,
     discard_unstarted_run,
@@ -183,16 +176,10 @@ class _Trainer:
                 console.print(f"restarting {run_dir} from step 0 with its saved options (it had no checkpoint yet)")
             # each rank draws its own dropout masks and sampling coins
             torch.manual_seed(train_config.seed * 1000 + workers.rank)
-            console.print(
-                f"training {count_parameters(self.model):,} parameters on {len(self.train_data):,} sentences "
-                f"({self.train_data.num_tokens:,} tokens), validating on {len(self.valid_data):,}; "
-                + (f"{self.total_steps:,} steps" if self.time_budget is None else f"a time budget of {format_seconds(self.time_budget)}")
-                + f" on {workers.world_size} process(es), device {workers.device}, precision {train_config.precision}; "
-                f"{train_config.optimizer} at peak learning rate {train_config.peak_learning_rate:g}"
-            )
+            announce_start(console, train_config, self.model, self.train_data, self.valid_data, self.total_steps, workers)
         self.noise = parse_noise(train_config.noise)
-        self.metrics = _MetricsLog(run_dir / METRICS_FILE, keep_through_step=self.state.step if restore else None)
-        self.progress = _make_progress(console, show_progress)
+        self.metrics = MetricsLog(run_dir / METRICS_FILE, keep_through_step=self.state.step if restore else None)
+        self.progress = make_progress(console, show_progress)
         if train_config.precision == "bf16" and not native_bf16(workers.device):
             console.print(f"note: {workers.device} has no native bf16 matmul; bf16 is emulated and slower than fp32")
 
@@ -275,7 +262,7 @@ class _Trainer:
         extra = {"processes": self.workers.world_size, "ranks_in_sync": in_sync, "optimizer": config.optimizer,
                  "peak_learning_rate": config.peak_learning_rate, "train_seconds": round(state.train_seconds, 1),
                  "time_budget_seconds": self.time_budget}  # fmt: skip
-        return _finish(self.run_dir, state, self.total_steps, self.console, extra)
+        return write_summary(self.run_dir, state, self.total_steps, self.console, extra)
 
     def _follow_budget(self, task: Any) -> None:
         """Re-plan the step count for the time budget; rank 0's plan is every rank's plan."""
@@ -329,11 +316,7 @@ class _Trainer:
                 save_best(self.run_dir, self.model, self.model_config, state.step, result)
             else:
                 state.validations_without_improvement += 1
-            self.progress.console.print(
-                f"step {state.step:>6}  valid loss {result['loss']:.3f}  token acc {result['token_accuracy']:.3f}  "
-                f"free-running token acc {result['free_running_token_accuracy']:.3f}  "
-                f"exact {result['free_running_exact_match']:.3f}" + ("  (best)" if improved else "")
-            )
+            show_validation(self.progress.console, state.step, result, improved)
             stop = bool(self.config.patience) and state.validations_without_improvement >= self.config.patience
         release_freed_memory()  # evaluation batches are the largest allocations of a run
         self.budget.validation_took(self.budget.read_clock() - started)
@@ -356,96 +339,3 @@ class _Trainer:
         checksum = float(sum(p.detach().double().sum().item() for p in self.model.parameters()))
         checksums = self.workers.gather(checksum)
         return all(value == checksums[0] for value in checksums)
-
-
-# --- reporting ---------------------------------------------------------------------------------
-
-
-class _MetricsLog:
-    """metrics.jsonl, appended a line at a time; on resume, records past the checkpoint are dropped."""
-
-    def __init__(self, path: Path, keep_through_step: int | None) -> None:
-        self.path = path
-        if keep_through_step is not None and path.exists():
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines() if _step_of(line) <= keep_through_step]
-            atomic_write_text(path, "".join(line + "\n" for line in kept))
-
-    def write(self, record: dict[str, Any]) -> None:
-        # opened per record: records are rare, and a killed run leaves at most one partial line
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-
-def _step_of(line: str) -> int:
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return 1 << 62  # an unreadable (half-written) line is dropped
-
-
-def _make_progress(console: Console, enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]step"),
-        MofNCompleteColumn(),
-        BarColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TextColumn("{task.fields[tps]:,.0f} tok/s"),
-        TextColumn("teacher forcing {task.fields[tf]:.2f}"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not enabled,
-        transient=False,
-    )
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _finish(
-    run_dir: Path, state: TrainingState, total_steps: int, console: Console, extra: dict[str, Any]
-) -> dict[str, Any]:
-    faults.reached("finish")
-    records = read_metrics(run_dir)
-    valid = [r for r in records if r["type"] == "valid"]
-    best = next((r for r in valid if r["step"] == state.best_step), valid[-1] if valid else {})
-    plot_path = run_dir / LOSS_PLOT_FILE
-    try:
-        from textae.training.plots import plot_losses
-
-        plot_losses(records, plot_path)
-    except ImportError:
-        plot_path = None  # type: ignore[assignment]
-    summary = {
-        "run_dir": str(run_dir),
-        "finished": True,
-        "steps": state.step,
-        "total_steps": total_steps,
-        "stopped_early": state.stopped_early,
-        "tokens_seen": int(state.tokens_seen),
-        **extra,
-        "best_step": state.best_step,
-        "best_valid": {k: v for k, v in best.items() if k not in ("type", "epoch")},
-        "files": {
-            "best": str(run_dir / BEST_FILE),
-            "checkpoint": str(run_dir / CHECKPOINT_FILE),
-            "metrics": str(run_dir / METRICS_FILE),
-            "loss_plot": str(plot_path) if plot_path else None,
-            "tokenizer": str(run_dir / TOKENIZER_FILE),
-        },
-    }
-    save_json(run_dir / SUMMARY_FILE, summary)
-    table = Table(title=f"textae run {run_dir}", show_header=False)
-    table.add_row("steps", f"{state.step:,}" + (" (early stop)" if state.stopped_early else ""))
-    for key in ("loss", "token_accuracy", "free_running_token_accuracy", "free_running_exact_match"):
-        if key in best:
-            table.add_row(f"best valid {key.replace('_', ' ')}", f"{best[key]:.4f}")
-    table.add_row("best step", str(state.best_step))
-    for name, path in summary["files"].items():
-        if path:
-            table.add_row(name, path)
-    console.print(table)
-    return summary
