@@ -8,6 +8,7 @@
       metrics.jsonl    one JSON record per log/validation event
       loss.png         training and validation loss curves
       summary.json     best validation numbers and where things were written (at the end)
+      tokens/KEY/      the token store: the corpus as token ids, keyed by what they depend on
 
 This module is the one author of both checkpoints: it writes and reads checkpoint.pt (a run resumes
 from it) and best.pt (the export rebuilds the model from it). Checkpoints hold only tensors and
@@ -37,6 +38,7 @@ BEST_FILE = "best.pt"
 METRICS_FILE = "metrics.jsonl"
 LOSS_PLOT_FILE = "loss.png"
 SUMMARY_FILE = "summary.json"
+TOKENS_DIR = "tokens"
 
 
 @dataclass

@@ -31,7 +31,7 @@ from textae.training.checkpoint import (
     save_best,
     save_training_checkpoint,
 )
-from textae.training.data import collate, epoch_batch_groups
+from textae.training.data import collate, epoch_batch_groups, prepare_data
 from textae.training.memory import TRIM_EVERY, release_freed_memory
 from textae.training.metrics import MetricsLog
 from textae.training.model import Autoencoder
@@ -43,8 +43,6 @@ from textae.training.run_folder import (
     discard_unstarted_run,
     has_checkpoint,
     load_run_configs,
-    on_main_then_everywhere,
-    prepare_data,
     prepare_new_run_dir,
     save_run_configs,
 )
@@ -88,9 +86,9 @@ def train(
         console = console or Console(stderr=True)
         if resume:
             workers.barrier()  # every rank has seen the folder as the killed run left it
-            on_main_then_everywhere(workers, lambda: clean_for_resume(run_dir))
+            workers.on_main(lambda: clean_for_resume(run_dir))
         else:
-            on_main_then_everywhere(workers, lambda: prepare_new_run_dir(run_dir, train_config, model_config))
+            workers.on_main(lambda: prepare_new_run_dir(run_dir, train_config, model_config))
         try:
             trainer = _Trainer(train_config, model_config, run_dir, workers, console, show_progress, resume)
         except TextaeError as exc:
