@@ -1,7 +1,10 @@
-"""The training loop: data, schedules, validation, checkpoints, resume, progress and metrics.
+"""The training loop: epochs of optimisation steps, and the records, validations and checkpoints
+that fall due between them.
 
 The loop knows the model only through `forward(input_ids, lengths, targets, ratio) -> (logits, loss)`,
-`encode` and `greedy_decode`.
+`encode` and `greedy_decode`. What it calls lives beside it: the data (`data`), validation
+(`validation`), checkpoints and resume (`checkpoint`, `run_folder`), metrics.jsonl (`metrics`),
+what the user sees (`reporting`) and heap trimming (`memory`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from textae.training.checkpoint import (
 )
 from textae.training.data import collate, epoch_batch_groups, prepare_data
 from textae.training.memory import TRIM_EVERY, release_freed_memory
-from textae.training.metrics import MetricsLog
+from textae.training.metrics import MetricsLog, Throughput
 from textae.training.model import Autoencoder
 from textae.training.optimizers import make_optimizer
 from textae.training.precision import MasterWeights, native_bf16, resolve_precision
@@ -97,7 +100,9 @@ def train(
             raise
         return trainer.run(stop_at_step, clock)
     except NoSpaceError as exc:
-        raise NoSpaceError(f"{exc}; free some space, then continue with: textae train --resume --out {run_dir}") from None
+        raise NoSpaceError(
+            f"{exc}; free some space, then continue with: textae train --resume --out {run_dir}"
+        ) from None
     finally:
         distributed.stop(workers)
         # flush-to-zero is process-wide: leave the caller's floats as torch's default (off) had them
@@ -105,7 +110,7 @@ def train(
 
 
 class _Trainer:
-    """One training run in one process: the loop, validation and checkpoints."""
+    """One training run in one process: setup, then the loop of run()."""
 
     def __init__(
         self,
@@ -131,7 +136,9 @@ class _Trainer:
         )  # fmt: skip
         self.model_config.validate()
         # "auto" is decided once, here, and saved: a resumed run keeps the arithmetic it started with
-        self.config = train_config = replace(train_config, precision=resolve_precision(train_config.precision, workers.device))
+        self.config = train_config = replace(
+            train_config, precision=resolve_precision(train_config.precision, workers.device)
+        )
         # a resume without a checkpoint starts over, exactly as a fresh run would
         restore = resume and has_checkpoint(run_dir)
         if not restore and workers.is_main:
@@ -148,20 +155,15 @@ class _Trainer:
         self.optimizer = make_optimizer(self.model.parameters(), train_config)
         self.steps_per_epoch = len(self._my_batches(0))
         if self.steps_per_epoch == 0:
-            raise TextaeError(f"{len(self.train_data)} training sentences are too few for {workers.world_size} processes")
+            raise TextaeError(
+                f"{len(self.train_data)} training sentences are too few for {workers.world_size} processes"
+            )
         self.time_budget = train_config.time_budget_seconds
-        if self.time_budget is None:
-            self.total_steps = train_config.epochs * self.steps_per_epoch
-            if train_config.max_steps:
-                self.total_steps = min(self.total_steps, train_config.max_steps)
-        else:
-            # a time budget replaces the epoch count; until the step time is measured (within the
-            # warm-up), the run plans for max_steps or for no end
-            self.total_steps = train_config.max_steps or UNPLANNED_STEPS
+        self.total_steps = self._planned_steps()
         # the lambda reads self.total_steps at every step: a time budget re-plans it as the run goes
+        schedule, warmup = train_config.lr_schedule, train_config.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda step: learning_rate_factor(train_config.lr_schedule, step, train_config.warmup_steps, self.total_steps),
+            self.optimizer, lambda step: learning_rate_factor(schedule, step, warmup, self.total_steps)
         )
         self.state = TrainingState(world_size=workers.world_size)
         if restore:
@@ -174,12 +176,22 @@ class _Trainer:
                 console.print(f"restarting {run_dir} from step 0 with its saved options (it had no checkpoint yet)")
             # each rank draws its own dropout masks and sampling coins
             torch.manual_seed(train_config.seed * 1000 + workers.rank)
-            announce_start(console, train_config, self.model, self.train_data, self.valid_data, self.total_steps, workers)
+            announce_start(
+                console, train_config, self.model, self.train_data, self.valid_data, self.total_steps, workers
+            )
         self.noise = parse_noise(train_config.noise)
         self.metrics = MetricsLog(run_dir / METRICS_FILE, keep_through_step=self.state.step if restore else None)
         self.progress = make_progress(console, show_progress)
         if train_config.precision == "bf16" and not native_bf16(workers.device):
             console.print(f"note: {workers.device} has no native bf16 matmul; bf16 is emulated and slower than fp32")
+
+    def _planned_steps(self) -> int:
+        if self.time_budget is None:
+            steps = self.config.epochs * self.steps_per_epoch
+            return min(steps, self.config.max_steps) if self.config.max_steps else steps
+        # a time budget replaces the epoch count; until the step time is measured (within the
+        # warm-up), the run plans for max_steps or for no end
+        return self.config.max_steps or UNPLANNED_STEPS
 
     def _my_batches(self, epoch: int) -> list[np.ndarray]:
         """This rank's shard of the epoch: its member of every full group, the same count on every rank.
@@ -192,65 +204,81 @@ class _Trainer:
         return [group[self.workers.rank] for group in groups if len(group) == world]
 
     def run(self, stop_at_step: int | None, clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
-        state, config = self.state, self.config
-        self.budget = TimeBudget(self.time_budget, state.train_seconds, max_steps=config.max_steps, clock=clock)
+        """Train to the run's end, then validate, checkpoint and summarise; stop_at_step (a simulated
+        kill) and Ctrl-C stop earlier, with a checkpoint to resume from."""
+        state = self.state
+        self.budget = TimeBudget(self.time_budget, state.train_seconds, max_steps=self.config.max_steps, clock=clock)
         shown_total = None if self.total_steps == UNPLANNED_STEPS else self.total_steps
-        task = self.progress.add_task("train", total=shown_total, completed=state.step, loss=float("nan"), tps=0.0, tf=1.0)
-        window_tokens, window_start = 0.0, time.perf_counter()
-        interrupted = False
+        self.task = self.progress.add_task(
+            "train", total=shown_total, completed=state.step, loss=float("nan"), tps=0.0, tf=1.0
+        )
+        self.throughput = Throughput()
         try:
             with self.progress:
-                while state.step < self.total_steps and not state.stopped_early:
-                    batches = self._my_batches(state.epoch)
-                    for indices in batches[state.batch_in_epoch :]:
-                        if state.step >= self.total_steps or (stop_at_step is not None and state.step >= stop_at_step):
-                            break
-                        ratio = teacher_forcing_ratio(
-                            config.teacher_forcing_schedule, state.step, config.teacher_forcing_start,
-                            config.teacher_forcing_end, config.teacher_forcing_decay_steps or self.total_steps,
-                        )  # fmt: skip
-                        loss, tokens = self._step(indices, ratio)
-                        self._follow_budget(task)
-                        faults.reached("step")
-                        if state.step % TRIM_EVERY == 0:
-                            release_freed_memory()
-                        state.tokens_seen += tokens
-                        window_tokens += tokens
-                        state.losses_since_record.append(loss)
-                        elapsed = time.perf_counter() - window_start
-                        tokens_per_second = window_tokens / elapsed if elapsed > 0 else 0.0
-                        self.progress.update(task, completed=state.step, loss=loss, tps=tokens_per_second, tf=ratio)
-                        if state.step % config.log_every == 0:
-                            self.metrics.write(
-                                {"type": "train", "step": state.step, "epoch": state.epoch,
-                                 "loss": float(np.mean(state.losses_since_record)),
-                                 "learning_rate": self.scheduler.get_last_lr()[0], "teacher_forcing_ratio": ratio,
-                                 "tokens_per_second": tokens_per_second}
-                            )  # fmt: skip
-                            window_tokens, window_start = 0.0, time.perf_counter()
-                            state.losses_since_record = []
-                        if state.step % config.eval_every == 0 and self._validate():
-                            state.stopped_early = True
-                        if state.step % config.checkpoint_every == 0 or state.stopped_early:
-                            self._checkpoint()
-                        if state.stopped_early:
-                            break
-                    else:  # the epoch ran to its end
-                        state.epoch += 1
-                        state.batch_in_epoch = 0
-                        if state.epoch >= config.epochs and self.time_budget is None:
-                            break
-                        continue
-                    break  # step limit, simulated kill or early stop inside the epoch
+                self._train(stop_at_step)
         except KeyboardInterrupt:
-            interrupted = True
-
-        if interrupted or (stop_at_step is not None and state.step < self.total_steps and not state.stopped_early):
-            self._checkpoint()
-            self.console.print(f"stopped at step {state.step}; continue with: textae train --resume --out {self.run_dir}")
-            if interrupted:
-                raise KeyboardInterrupt
+            self._stop_resumably()
+            raise
+        if stop_at_step is not None and state.step < self.total_steps and not state.stopped_early:
+            self._stop_resumably()
             return {"run_dir": str(self.run_dir), "step": state.step, "finished": False}
+        return self._finish()
+
+    def _train(self, stop_at_step: int | None) -> None:
+        """Epoch after epoch, until the planned steps are taken, early stopping says stop, or stop_at_step."""
+        state = self.state
+        while state.step < self.total_steps and not state.stopped_early:
+            if not self._train_epoch(stop_at_step):
+                return
+            state.epoch += 1
+            state.batch_in_epoch = 0
+            if state.epoch >= self.config.epochs and self.time_budget is None:
+                return
+
+    def _train_epoch(self, stop_at_step: int | None) -> bool:
+        """The rest of this epoch's batches; True when the epoch ran to its end, False when the run
+        stopped inside it (the step limit, stop_at_step or early stopping)."""
+        state = self.state
+        for indices in self._my_batches(state.epoch)[state.batch_in_epoch :]:
+            if state.step >= self.total_steps or (stop_at_step is not None and state.step >= stop_at_step):
+                return False
+            self._train_step(indices)
+            if state.stopped_early:
+                return False
+        return True
+
+    def _train_step(self, indices: np.ndarray) -> None:
+        """One step: optimise, then record, validate and checkpoint when they are due."""
+        state, config = self.state, self.config
+        ratio = teacher_forcing_ratio(
+            config.teacher_forcing_schedule, state.step, config.teacher_forcing_start,
+            config.teacher_forcing_end, config.teacher_forcing_decay_steps or self.total_steps,
+        )  # fmt: skip
+        loss, tokens = self._optimize(indices, ratio)
+        self._follow_budget()
+        faults.reached("step")
+        if state.step % TRIM_EVERY == 0:
+            release_freed_memory()
+        state.tokens_seen += tokens
+        state.losses_since_record.append(loss)
+        tokens_per_second = self.throughput.add(tokens)
+        self.progress.update(self.task, completed=state.step, loss=loss, tps=tokens_per_second, tf=ratio)
+        if state.step % config.log_every == 0:
+            self._record_training(ratio, tokens_per_second)
+        if state.step % config.eval_every == 0 and self._validate():
+            state.stopped_early = True
+        if state.step % config.checkpoint_every == 0 or state.stopped_early:
+            self._checkpoint()
+
+    def _stop_resumably(self) -> None:
+        self._checkpoint()
+        self.console.print(
+            f"stopped at step {self.state.step}; continue with: textae train --resume --out {self.run_dir}"
+        )
+
+    def _finish(self) -> dict[str, Any]:
+        """The final validation (unless the last step had one), the final checkpoint, and the summary."""
+        state, config = self.state, self.config
         if state.validated_step != state.step:
             self._validate()
         self._checkpoint()
@@ -262,17 +290,7 @@ class _Trainer:
                  "time_budget_seconds": self.time_budget}  # fmt: skip
         return write_summary(self.run_dir, state, self.total_steps, self.console, extra)
 
-    def _follow_budget(self, task: Any) -> None:
-        """Re-plan the step count for the time budget; rank 0's plan is every rank's plan."""
-        planned = self.budget.observe(self.state.step)
-        if self.time_budget is None:
-            return
-        planned = self.workers.broadcast(planned)
-        if planned is not None and planned != self.total_steps:
-            self.total_steps = self.state.planned_steps = planned
-            self.progress.update(task, total=planned)
-
-    def _step(self, indices: np.ndarray, ratio: float) -> tuple[float, float]:
+    def _optimize(self, indices: np.ndarray, ratio: float) -> tuple[float, float]:
         """One optimisation step; returns (loss, target tokens over all ranks)."""
         self.model.train()
         cfg = self.model_config
@@ -297,6 +315,28 @@ class _Trainer:
         self.state.batch_in_epoch += 1
         return loss.item(), self.workers.sum(float(batch.num_target_tokens))
 
+    def _follow_budget(self) -> None:
+        """Re-plan the step count for the time budget; rank 0's plan is every rank's plan."""
+        planned = self.budget.observe(self.state.step)
+        if self.time_budget is None:
+            return
+        planned = self.workers.broadcast(planned)
+        if planned is not None and planned != self.total_steps:
+            self.total_steps = self.state.planned_steps = planned
+            self.progress.update(self.task, total=planned)
+
+    def _record_training(self, ratio: float, tokens_per_second: float) -> None:
+        """A "train" record: the mean loss since the last one; it starts the next throughput window."""
+        state = self.state
+        self.metrics.write(
+            {"type": "train", "step": state.step, "epoch": state.epoch,
+             "loss": float(np.mean(state.losses_since_record)),
+             "learning_rate": self.scheduler.get_last_lr()[0], "teacher_forcing_ratio": ratio,
+             "tokens_per_second": tokens_per_second}
+        )  # fmt: skip
+        self.throughput.restart()
+        state.losses_since_record = []
+
     def _validate(self) -> bool:
         """Validate on rank 0 and keep the best weights; True (on every rank) when early stopping says stop."""
         state = self.state
@@ -318,7 +358,9 @@ class _Trainer:
             stop = bool(self.config.patience) and state.validations_without_improvement >= self.config.patience
         release_freed_memory()  # evaluation batches are the largest allocations of a run
         self.budget.validation_took(self.budget.read_clock() - started)
-        decision = self.workers.broadcast((stop, state.best_valid_loss, state.best_step, state.validations_without_improvement))
+        decision = self.workers.broadcast(
+            (stop, state.best_valid_loss, state.best_step, state.validations_without_improvement)
+        )
         stop, state.best_valid_loss, state.best_step, state.validations_without_improvement = decision
         return stop
 

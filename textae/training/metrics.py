@@ -1,8 +1,10 @@
-"""metrics.jsonl: a record per --log-every steps ("train") and per validation ("valid")."""
+"""metrics.jsonl: a record per --log-every steps ("train") and per validation ("valid"), and the
+throughput the training records carry."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +42,19 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class Throughput:
+    """Target tokens per second since the last restart (each training record starts a new window)."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self.tokens, self.start = 0.0, time.perf_counter()
+
+    def add(self, tokens: float) -> float:
+        """Count a step's tokens; returns the window's tokens per second so far."""
+        self.tokens += tokens
+        elapsed = time.perf_counter() - self.start
+        return self.tokens / elapsed if elapsed > 0 else 0.0
