@@ -168,7 +168,8 @@ def time_steps(data, config: ModelConfig, train_config: TrainConfig, precision: 
 
 def compare_losses(corpus: list[str], steps: int, sentences: int, console: Console) -> None:
     """Train `steps` steps in fp32 and in bf16 from the same seed with textae's loop; compare validation loss."""
-    from textae.training.loop import read_metrics, train
+    from textae.training.loop import train
+    from textae.training.metrics import read_metrics
 
     losses = {}
     with tempfile.TemporaryDirectory() as tmp:

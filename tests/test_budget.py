@@ -12,7 +12,8 @@ from conftest import TINY_MODEL, TINY_TRAIN
 from textae.config import ModelConfig, TrainConfig, parse_duration
 from textae.errors import TextaeError
 from textae.training.budget import TimeBudget, format_seconds
-from textae.training.loop import read_metrics, train
+from textae.training.loop import train
+from textae.training.metrics import read_metrics
 
 
 class TickingClock:

@@ -6,11 +6,13 @@ import pytest
 import torch
 from conftest import TINY_MODEL, TINY_SENTENCES, TINY_TRAIN
 
-from textae.training.checkpoint import load_model_from_run
 from textae.config import ModelConfig, TrainConfig
 from textae.errors import TextaeError
 from textae.tokenizer import load_tokenizer
-from textae.training.loop import read_metrics, reconstruct, train
+from textae.training.checkpoint import load_model_from_run
+from textae.training.loop import train
+from textae.training.metrics import read_metrics
+from textae.training.validation import reconstruct
 
 
 def test_overfits_tiny_corpus_to_exact_free_running_reconstruction(trained_run: Path) -> None:

@@ -1,4 +1,5 @@
-"""Tokenized corpora, the on-disk token store, and length-bucketed training batches.
+"""A run's data: its tokenizer and token store (prepared once, reused on resume), tokenized corpora,
+and length-bucketed training batches.
 
 Memory: a corpus held in memory costs its token ids (4 bytes each, int32) plus one 8-byte offset per
 sentence. The training split is written to a token store on disk and read a batch at a time with
@@ -19,12 +20,18 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
+from rich.console import Console
 from tokenizers import Tokenizer
 
 from textae import faults
+from textae.atomic import atomic_write_text
 from textae.batching import pad_batch
-from textae.corpus import chunked
-from textae.tokenizer import encode_batch
+from textae.config import TrainConfig
+from textae.corpus import chunked, iter_corpus, resolve_paths
+from textae.errors import TextaeError
+from textae.tokenizer import encode_batch, load_tokenizer, train_tokenizer
+from textae.training import distributed
+from textae.training.checkpoint import TOKENIZER_FILE, TOKENS_DIR
 
 ENCODE_CHUNK = 4096  # sentences tokenized per call: large enough for the Rust side's threads
 BUCKET_BATCHES = 50  # batches per length-sorting pool: more means less padding, less randomness
@@ -133,7 +140,9 @@ def tokenize_with_split(
     return train.build(), valid.build()
 
 
-def token_store_key(corpus_files: Sequence[Path], valid_files: Sequence[Path], tokenizer_file: Path, settings: dict) -> str:
+def token_store_key(
+    corpus_files: Sequence[Path], valid_files: Sequence[Path], tokenizer_file: Path, settings: dict
+) -> str:
     """Checksum of everything the stored token ids depend on: corpus bytes, tokenizer, split settings."""
     digest = hashlib.sha256(json.dumps({"format": STORE_FORMAT, **settings}, sort_keys=True).encode())
     for role, paths in (("corpus", corpus_files), ("valid", valid_files), ("tokenizer", [tokenizer_file])):
@@ -162,7 +171,9 @@ def build_token_store(
     building.mkdir(parents=True)
     with open(building / "train_tokens.bin", "wb") as sink:
         if valid_sentences is None:
-            train, valid = tokenize_with_split(train_sentences, tokenizer, max_length, valid_fraction, max_valid, seed, sink)
+            train, valid = tokenize_with_split(
+                train_sentences, tokenizer, max_length, valid_fraction, max_valid, seed, sink
+            )
         else:
             builder = _CorpusBuilder(sink)
             for chunk in chunked(train_sentences, ENCODE_CHUNK):
@@ -183,6 +194,74 @@ def open_token_store(store_dir: Path) -> tuple[TokenizedCorpus, TokenizedCorpus]
     train = TokenizedCorpus(np.load(store_dir / "train_offsets.npy"), token_file=store_dir / "train_tokens.bin")
     valid = TokenizedCorpus(np.load(store_dir / "valid_offsets.npy"), np.load(store_dir / "valid_tokens.npy"))
     return train, valid
+
+
+def prepare_data(
+    config: TrainConfig, run_dir: Path, resume: bool, console: Console, workers: distributed.Workers
+) -> tuple[Tokenizer, TokenizedCorpus, TokenizedCorpus]:
+    """Tokenizer and token store are made once, by rank 0, and reused on resume; every rank opens them."""
+    paths = resolve_paths(config.corpus)
+    valid_paths = resolve_paths([config.valid]) if config.valid else []
+    tokenizer_path = run_dir / TOKENIZER_FILE
+    where = ", ".join(map(str, paths))
+
+    def make_tokenizer() -> None:
+        if resume and tokenizer_path.is_file():
+            return  # written atomically, so complete: the one this run has used from the start
+        if config.tokenizer:
+            load_tokenizer(Path(config.tokenizer))
+            atomic_write_text(tokenizer_path, Path(config.tokenizer).read_text(encoding="utf-8"))
+            return
+        with console.status("training the tokenizer"):
+            tokenizer = train_tokenizer(iter_corpus(paths), config.vocab_size)
+        faults.reached("tokenizer")
+        atomic_write_text(tokenizer_path, tokenizer.to_str(pretty=True))
+
+    workers.on_main(make_tokenizer)
+    tokenizer = load_tokenizer(tokenizer_path)
+    settings = {"max_length": config.max_length, "valid_fraction": config.valid_fraction,
+                "max_valid": config.max_valid_sentences, "seed": config.seed}  # fmt: skip
+    store_dir = run_dir / TOKENS_DIR / token_store_key(paths, valid_paths, tokenizer_path, settings)
+
+    def make_store() -> None:
+        if store_dir.is_dir():
+            console.print(f"reusing the token store {store_dir}")
+            return
+        with console.status("tokenizing the corpus into the token store"):
+            build_token_store(
+                store_dir, iter_corpus(paths), tokenizer, config.max_length,
+                valid_sentences=iter_corpus(valid_paths) if valid_paths else None,
+                valid_fraction=config.valid_fraction, max_valid=config.max_valid_sentences, seed=config.seed,
+            )  # fmt: skip
+
+    workers.on_main(make_store)
+    try:
+        train_data, valid_data = open_token_store(store_dir)
+    except (OSError, ValueError, EOFError) as exc:  # a store damaged by hand: the kill-safe build never leaves one
+        raise TextaeError(
+            f"{store_dir}: damaged token store ({type(exc).__name__}); delete the folder to rebuild it"
+        ) from None
+    if len(train_data) + len(valid_data) == 0:
+        raise TextaeError(f"{where}: no sentences (the corpus is empty or holds only empty lines)")
+    if len(valid_data) == 0:
+        # a corpus too small for the fraction still gets one validation sentence
+        train_data, valid_data = _split_last(train_data)
+    if len(train_data) < config.batch_size:
+        raise TextaeError(
+            f"{where}: only {len(train_data)} training sentences ({len(valid_data)} more held out for validation), "
+            f"fewer than one batch of {config.batch_size}; lower --batch-size or add text"
+        )
+    return tokenizer, train_data, valid_data
+
+
+def _split_last(data: TokenizedCorpus) -> tuple[TokenizedCorpus, TokenizedCorpus]:
+    last = np.array(data.sentence(len(data) - 1))
+    valid = TokenizedCorpus(np.array([0, len(last)], dtype=np.int64), last)
+    if len(data) == 1:
+        return data, valid
+    cut = int(data.offsets[-2])
+    tokens = data.token_ids[:cut] if data.token_ids is not None else None
+    return TokenizedCorpus(data.offsets[:-1], tokens, data.token_file), valid
 
 
 def epoch_batch_groups(

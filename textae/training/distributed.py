@@ -6,6 +6,7 @@ Without torchrun (no WORLD_SIZE in the environment) everything here is a no-op f
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,18 @@ class Workers:
         values: list[Any] = [None] * self.world_size
         dist.all_gather_object(values, value)
         return values
+
+    def on_main(self, action: Callable[[], Any]) -> None:
+        """Run action on rank 0 and let every rank raise its user error, so no rank waits forever."""
+        error = None
+        if self.is_main:
+            try:
+                action()
+            except TextaeError as exc:
+                error = str(exc)
+        error = self.broadcast(error)
+        if error:
+            raise TextaeError(error)
 
     def sum(self, value: float) -> float:
         if not self.distributed:

@@ -1,102 +1,58 @@
-"""The training loop: data, schedules, validation, checkpoints, resume, progress and metrics.
+"""The training loop: epochs of optimisation steps, and the records, validations and checkpoints
+that fall due between them.
 
 The loop knows the model only through `forward(input_ids, lengths, targets, ratio) -> (logits, loss)`,
-`encode` and `greedy_decode`.
+`encode` and `greedy_decode`. What it calls lives beside it: the data (`data`), validation
+(`validation`), checkpoints and resume (`checkpoint`, `run_folder`), metrics.jsonl (`metrics`),
+what the user sees (`reporting`) and heap trimming (`memory`).
 """
 
 from __future__ import annotations
 
-import ctypes
-import json
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
-from tokenizers import Tokenizer
 
 from textae import faults
-from textae.atomic import atomic_write_text
-from textae.batching import cut_at_eos, length_sorted_batches
-from textae.config import ModelConfig, TrainConfig, parse_noise, save_json, to_dict
+from textae.config import ModelConfig, TrainConfig, parse_noise
 from textae.corpus import resolve_paths
 from textae.errors import NoSpaceError, TextaeError
-from textae.tokenizer import decode_batch, special_token_ids
+from textae.tokenizer import special_token_ids
 from textae.training import distributed
+from textae.training.budget import TimeBudget
 from textae.training.checkpoint import (
-    BEST_FILE,
-    CHECKPOINT_FILE,
-    LOSS_PLOT_FILE,
     METRICS_FILE,
-    SUMMARY_FILE,
-    TOKENIZER_FILE,
-    load_checkpoint,
-    save_checkpoint,
+    TrainingState,
+    restore_training_checkpoint,
+    rng_state,
+    save_best,
+    save_training_checkpoint,
 )
-from textae.training.budget import TimeBudget, format_seconds
-from textae.training.data import TokenizedCorpus, collate, epoch_batch_groups, tokenize_corpus
-from textae.training.model import Autoencoder, count_parameters
+from textae.training.data import collate, epoch_batch_groups, prepare_data
+from textae.training.memory import TRIM_EVERY, release_freed_memory
+from textae.training.metrics import MetricsLog, Throughput
+from textae.training.model import Autoencoder
 from textae.training.optimizers import make_optimizer
 from textae.training.precision import MasterWeights, native_bf16, resolve_precision
+from textae.training.reporting import announce_start, make_progress, show_validation, write_summary
 from textae.training.run_folder import (
     clean_for_resume,
     discard_unstarted_run,
     has_checkpoint,
     load_run_configs,
-    on_main_then_everywhere,
-    prepare_data,
     prepare_new_run_dir,
     save_run_configs,
 )
 from textae.training.schedules import learning_rate_factor, teacher_forcing_ratio
+from textae.training.validation import evaluate
 
-EVAL_BATCH_SIZE = 128
-# Batches of varying shape fragment glibc's heap, and freed blocks stay in the process: without a
-# periodic trim, peak RSS wanders by hundreds of MB for reasons unrelated to the corpus. Trimming
-# every step cost 3-5 % of throughput; every 10 steps keeps most of the benefit.
-TRIM_EVERY = 10
 UNPLANNED_STEPS = 1 << 40  # the step count of a time-budgeted run before its pace is measured
-
-
-def release_freed_memory() -> None:
-    """Return freed heap memory to the OS (glibc's malloc_trim; a no-op elsewhere)."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim: Any = None
-
-
-@dataclass
-class TrainingState:
-    """Where a run stands; everything here goes into checkpoint.pt."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0  # batches of `epoch` already consumed
-    best_valid_loss: float = math.inf
-    best_step: int = -1
-    validations_without_improvement: int = 0
-    tokens_seen: float = 0.0  # target tokens over all ranks
-    stopped_early: bool = False
-    world_size: int = 1  # processes the run was started with (a resume must match)
-    validated_step: int = -1  # the last step validated (a resume after the final validation skips it)
-    train_seconds: float = 0.0  # wall-clock seconds in the training loop over all sessions (the time budget's)
-    planned_steps: int | None = None  # under a time budget: the step count the schedule ends at
-    losses_since_record: list[float] = field(default_factory=list)  # metrics.jsonl logs their mean
 
 
 def train(
@@ -133,9 +89,9 @@ def train(
         console = console or Console(stderr=True)
         if resume:
             workers.barrier()  # every rank has seen the folder as the killed run left it
-            on_main_then_everywhere(workers, lambda: clean_for_resume(run_dir))
+            workers.on_main(lambda: clean_for_resume(run_dir))
         else:
-            on_main_then_everywhere(workers, lambda: prepare_new_run_dir(run_dir, train_config, model_config))
+            workers.on_main(lambda: prepare_new_run_dir(run_dir, train_config, model_config))
         try:
             trainer = _Trainer(train_config, model_config, run_dir, workers, console, show_progress, resume)
         except TextaeError as exc:
@@ -144,7 +100,9 @@ def train(
             raise
         return trainer.run(stop_at_step, clock)
     except NoSpaceError as exc:
-        raise NoSpaceError(f"{exc}; free some space, then continue with: textae train --resume --out {run_dir}") from None
+        raise NoSpaceError(
+            f"{exc}; free some space, then continue with: textae train --resume --out {run_dir}"
+        ) from None
     finally:
         distributed.stop(workers)
         # flush-to-zero is process-wide: leave the caller's floats as torch's default (off) had them
@@ -152,7 +110,7 @@ def train(
 
 
 class _Trainer:
-    """One training run in one process: the loop, validation and checkpoints."""
+    """One training run in one process: setup, then the loop of run()."""
 
     def __init__(
         self,
@@ -167,7 +125,8 @@ class _Trainer:
         self.config, self.run_dir, self.workers, self.console = train_config, run_dir, workers, console
         if train_config.num_threads:
             torch.set_num_threads(train_config.num_threads)
-        # Recurrent gradients decay into denormal floats, which slow CPU matmuls by up to 10x.
+        # Recurrent gradients decay into denormal floats, which CPU matmuls handle far more slowly
+        # than normal ones (docs/benchmarks.md, "What moved these numbers").
         torch.set_flush_denormal(True)
 
         self.tokenizer, self.train_data, self.valid_data = prepare_data(train_config, run_dir, resume, console, workers)
@@ -177,7 +136,9 @@ class _Trainer:
         )  # fmt: skip
         self.model_config.validate()
         # "auto" is decided once, here, and saved: a resumed run keeps the arithmetic it started with
-        self.config = train_config = replace(train_config, precision=resolve_precision(train_config.precision, workers.device))
+        self.config = train_config = replace(
+            train_config, precision=resolve_precision(train_config.precision, workers.device)
+        )
         # a resume without a checkpoint starts over, exactly as a fresh run would
         restore = resume and has_checkpoint(run_dir)
         if not restore and workers.is_main:
@@ -194,24 +155,19 @@ class _Trainer:
         self.optimizer = make_optimizer(self.model.parameters(), train_config)
         self.steps_per_epoch = len(self._my_batches(0))
         if self.steps_per_epoch == 0:
-            raise TextaeError(f"{len(self.train_data)} training sentences are too few for {workers.world_size} processes")
+            raise TextaeError(
+                f"{len(self.train_data)} training sentences are too few for {workers.world_size} processes"
+            )
         self.time_budget = train_config.time_budget_seconds
-        if self.time_budget is None:
-            self.total_steps = train_config.epochs * self.steps_per_epoch
-            if train_config.max_steps:
-                self.total_steps = min(self.total_steps, train_config.max_steps)
-        else:
-            # a time budget replaces the epoch count; until the step time is measured (within the
-            # warm-up), the run plans for max_steps or for no end
-            self.total_steps = train_config.max_steps or UNPLANNED_STEPS
+        self.total_steps = self._planned_steps()
         # the lambda reads self.total_steps at every step: a time budget re-plans it as the run goes
+        schedule, warmup = train_config.lr_schedule, train_config.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda step: learning_rate_factor(train_config.lr_schedule, step, train_config.warmup_steps, self.total_steps),
+            self.optimizer, lambda step: learning_rate_factor(schedule, step, warmup, self.total_steps)
         )
         self.state = TrainingState(world_size=workers.world_size)
         if restore:
-            self.state = _restore(run_dir, self.model, self.optimizer, self.scheduler, workers)
+            self.state = restore_training_checkpoint(run_dir, self.model, self.optimizer, self.scheduler, workers)
             if self.state.planned_steps is not None:
                 self.total_steps = self.state.planned_steps
             console.print(f"resuming {run_dir} at step {self.state.step}")
@@ -220,18 +176,22 @@ class _Trainer:
                 console.print(f"restarting {run_dir} from step 0 with its saved options (it had no checkpoint yet)")
             # each rank draws its own dropout masks and sampling coins
             torch.manual_seed(train_config.seed * 1000 + workers.rank)
-            console.print(
-                f"training {count_parameters(self.model):,} parameters on {len(self.train_data):,} sentences "
-                f"({self.train_data.num_tokens:,} tokens), validating on {len(self.valid_data):,}; "
-                + (f"{self.total_steps:,} steps" if self.time_budget is None else f"a time budget of {format_seconds(self.time_budget)}")
-                + f" on {workers.world_size} process(es), device {workers.device}, precision {train_config.precision}; "
-                f"{train_config.optimizer} at peak learning rate {train_config.peak_learning_rate:g}"
+            announce_start(
+                console, train_config, self.model, self.train_data, self.valid_data, self.total_steps, workers
             )
         self.noise = parse_noise(train_config.noise)
-        self.metrics = _MetricsLog(run_dir / METRICS_FILE, keep_through_step=self.state.step if restore else None)
-        self.progress = _make_progress(console, show_progress)
+        self.metrics = MetricsLog(run_dir / METRICS_FILE, keep_through_step=self.state.step if restore else None)
+        self.progress = make_progress(console, show_progress)
         if train_config.precision == "bf16" and not native_bf16(workers.device):
             console.print(f"note: {workers.device} has no native bf16 matmul; bf16 is emulated and slower than fp32")
+
+    def _planned_steps(self) -> int:
+        if self.time_budget is None:
+            steps = self.config.epochs * self.steps_per_epoch
+            return min(steps, self.config.max_steps) if self.config.max_steps else steps
+        # a time budget replaces the epoch count; until the step time is measured (within the
+        # warm-up), the run plans for max_steps or for no end
+        return self.config.max_steps or UNPLANNED_STEPS
 
     def _my_batches(self, epoch: int) -> list[np.ndarray]:
         """This rank's shard of the epoch: its member of every full group, the same count on every rank.
@@ -244,65 +204,81 @@ class _Trainer:
         return [group[self.workers.rank] for group in groups if len(group) == world]
 
     def run(self, stop_at_step: int | None, clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
-        state, config = self.state, self.config
-        self.budget = TimeBudget(self.time_budget, state.train_seconds, max_steps=config.max_steps, clock=clock)
+        """Train to the run's end, then validate, checkpoint and summarise; stop_at_step (a simulated
+        kill) and Ctrl-C stop earlier, with a checkpoint to resume from."""
+        state = self.state
+        self.budget = TimeBudget(self.time_budget, state.train_seconds, max_steps=self.config.max_steps, clock=clock)
         shown_total = None if self.total_steps == UNPLANNED_STEPS else self.total_steps
-        task = self.progress.add_task("train", total=shown_total, completed=state.step, loss=float("nan"), tps=0.0, tf=1.0)
-        window_tokens, window_start = 0.0, time.perf_counter()
-        interrupted = False
+        self.task = self.progress.add_task(
+            "train", total=shown_total, completed=state.step, loss=float("nan"), tps=0.0, tf=1.0
+        )
+        self.throughput = Throughput()
         try:
             with self.progress:
-                while state.step < self.total_steps and not state.stopped_early:
-                    batches = self._my_batches(state.epoch)
-                    for indices in batches[state.batch_in_epoch :]:
-                        if state.step >= self.total_steps or (stop_at_step is not None and state.step >= stop_at_step):
-                            break
-                        ratio = teacher_forcing_ratio(
-                            config.teacher_forcing_schedule, state.step, config.teacher_forcing_start,
-                            config.teacher_forcing_end, config.teacher_forcing_decay_steps or self.total_steps,
-                        )  # fmt: skip
-                        loss, tokens = self._step(indices, ratio)
-                        self._follow_budget(task)
-                        faults.reached("step")
-                        if state.step % TRIM_EVERY == 0:
-                            release_freed_memory()
-                        state.tokens_seen += tokens
-                        window_tokens += tokens
-                        state.losses_since_record.append(loss)
-                        elapsed = time.perf_counter() - window_start
-                        tokens_per_second = window_tokens / elapsed if elapsed > 0 else 0.0
-                        self.progress.update(task, completed=state.step, loss=loss, tps=tokens_per_second, tf=ratio)
-                        if state.step % config.log_every == 0:
-                            self.metrics.write(
-                                {"type": "train", "step": state.step, "epoch": state.epoch,
-                                 "loss": float(np.mean(state.losses_since_record)),
-                                 "learning_rate": self.scheduler.get_last_lr()[0], "teacher_forcing_ratio": ratio,
-                                 "tokens_per_second": tokens_per_second}
-                            )  # fmt: skip
-                            window_tokens, window_start = 0.0, time.perf_counter()
-                            state.losses_since_record = []
-                        if state.step % config.eval_every == 0 and self._validate():
-                            state.stopped_early = True
-                        if state.step % config.checkpoint_every == 0 or state.stopped_early:
-                            self._checkpoint()
-                        if state.stopped_early:
-                            break
-                    else:  # the epoch ran to its end
-                        state.epoch += 1
-                        state.batch_in_epoch = 0
-                        if state.epoch >= config.epochs and self.time_budget is None:
-                            break
-                        continue
-                    break  # step limit, simulated kill or early stop inside the epoch
+                self._train(stop_at_step)
         except KeyboardInterrupt:
-            interrupted = True
-
-        if interrupted or (stop_at_step is not None and state.step < self.total_steps and not state.stopped_early):
-            self._checkpoint()
-            self.console.print(f"stopped at step {state.step}; continue with: textae train --resume --out {self.run_dir}")
-            if interrupted:
-                raise KeyboardInterrupt
+            self._stop_resumably()
+            raise
+        if stop_at_step is not None and state.step < self.total_steps and not state.stopped_early:
+            self._stop_resumably()
             return {"run_dir": str(self.run_dir), "step": state.step, "finished": False}
+        return self._finish()
+
+    def _train(self, stop_at_step: int | None) -> None:
+        """Epoch after epoch, until the planned steps are taken, early stopping says stop, or stop_at_step."""
+        state = self.state
+        while state.step < self.total_steps and not state.stopped_early:
+            if not self._train_epoch(stop_at_step):
+                return
+            state.epoch += 1
+            state.batch_in_epoch = 0
+            if state.epoch >= self.config.epochs and self.time_budget is None:
+                return
+
+    def _train_epoch(self, stop_at_step: int | None) -> bool:
+        """The rest of this epoch's batches; True when the epoch ran to its end, False when the run
+        stopped inside it (the step limit, stop_at_step or early stopping)."""
+        state = self.state
+        for indices in self._my_batches(state.epoch)[state.batch_in_epoch :]:
+            if state.step >= self.total_steps or (stop_at_step is not None and state.step >= stop_at_step):
+                return False
+            self._train_step(indices)
+            if state.stopped_early:
+                return False
+        return True
+
+    def _train_step(self, indices: np.ndarray) -> None:
+        """One step: optimise, then record, validate and checkpoint when they are due."""
+        state, config = self.state, self.config
+        ratio = teacher_forcing_ratio(
+            config.teacher_forcing_schedule, state.step, config.teacher_forcing_start,
+            config.teacher_forcing_end, config.teacher_forcing_decay_steps or self.total_steps,
+        )  # fmt: skip
+        loss, tokens = self._optimize(indices, ratio)
+        self._follow_budget()
+        faults.reached("step")
+        if state.step % TRIM_EVERY == 0:
+            release_freed_memory()
+        state.tokens_seen += tokens
+        state.losses_since_record.append(loss)
+        tokens_per_second = self.throughput.add(tokens)
+        self.progress.update(self.task, completed=state.step, loss=loss, tps=tokens_per_second, tf=ratio)
+        if state.step % config.log_every == 0:
+            self._record_training(ratio, tokens_per_second)
+        if state.step % config.eval_every == 0 and self._validate():
+            state.stopped_early = True
+        if state.step % config.checkpoint_every == 0 or state.stopped_early:
+            self._checkpoint()
+
+    def _stop_resumably(self) -> None:
+        self._checkpoint()
+        self.console.print(
+            f"stopped at step {self.state.step}; continue with: textae train --resume --out {self.run_dir}"
+        )
+
+    def _finish(self) -> dict[str, Any]:
+        """The final validation (unless the last step had one), the final checkpoint, and the summary."""
+        state, config = self.state, self.config
         if state.validated_step != state.step:
             self._validate()
         self._checkpoint()
@@ -312,19 +288,9 @@ class _Trainer:
         extra = {"processes": self.workers.world_size, "ranks_in_sync": in_sync, "optimizer": config.optimizer,
                  "peak_learning_rate": config.peak_learning_rate, "train_seconds": round(state.train_seconds, 1),
                  "time_budget_seconds": self.time_budget}  # fmt: skip
-        return _finish(self.run_dir, state, self.total_steps, self.console, extra)
+        return write_summary(self.run_dir, state, self.total_steps, self.console, extra)
 
-    def _follow_budget(self, task: Any) -> None:
-        """Re-plan the step count for the time budget; rank 0's plan is every rank's plan."""
-        planned = self.budget.observe(self.state.step)
-        if self.time_budget is None:
-            return
-        planned = self.workers.broadcast(planned)
-        if planned is not None and planned != self.total_steps:
-            self.total_steps = self.state.planned_steps = planned
-            self.progress.update(task, total=planned)
-
-    def _step(self, indices: np.ndarray, ratio: float) -> tuple[float, float]:
+    def _optimize(self, indices: np.ndarray, ratio: float) -> tuple[float, float]:
         """One optimisation step; returns (loss, target tokens over all ranks)."""
         self.model.train()
         cfg = self.model_config
@@ -349,6 +315,28 @@ class _Trainer:
         self.state.batch_in_epoch += 1
         return loss.item(), self.workers.sum(float(batch.num_target_tokens))
 
+    def _follow_budget(self) -> None:
+        """Re-plan the step count for the time budget; rank 0's plan is every rank's plan."""
+        planned = self.budget.observe(self.state.step)
+        if self.time_budget is None:
+            return
+        planned = self.workers.broadcast(planned)
+        if planned is not None and planned != self.total_steps:
+            self.total_steps = self.state.planned_steps = planned
+            self.progress.update(self.task, total=planned)
+
+    def _record_training(self, ratio: float, tokens_per_second: float) -> None:
+        """A "train" record: the mean loss since the last one; it starts the next throughput window."""
+        state = self.state
+        self.metrics.write(
+            {"type": "train", "step": state.step, "epoch": state.epoch,
+             "loss": float(np.mean(state.losses_since_record)),
+             "learning_rate": self.scheduler.get_last_lr()[0], "teacher_forcing_ratio": ratio,
+             "tokens_per_second": tokens_per_second}
+        )  # fmt: skip
+        self.throughput.restart()
+        state.losses_since_record = []
+
     def _validate(self) -> bool:
         """Validate on rank 0 and keep the best weights; True (on every rank) when early stopping says stop."""
         state = self.state
@@ -363,40 +351,27 @@ class _Trainer:
             if improved:
                 state.best_valid_loss, state.best_step = result["loss"], state.step
                 state.validations_without_improvement = 0
-                save_checkpoint(
-                    self.run_dir / BEST_FILE,
-                    {"model": _cpu_state(self.model), "model_config": to_dict(self.model_config), "step": state.step, "metrics": result},
-                )
+                save_best(self.run_dir, self.model, self.model_config, state.step, result)
             else:
                 state.validations_without_improvement += 1
-            self.progress.console.print(
-                f"step {state.step:>6}  valid loss {result['loss']:.3f}  token acc {result['token_accuracy']:.3f}  "
-                f"free-running token acc {result['free_running_token_accuracy']:.3f}  "
-                f"exact {result['free_running_exact_match']:.3f}" + ("  (best)" if improved else "")
-            )
+            show_validation(self.progress.console, state.step, result, improved)
             stop = bool(self.config.patience) and state.validations_without_improvement >= self.config.patience
         release_freed_memory()  # evaluation batches are the largest allocations of a run
         self.budget.validation_took(self.budget.read_clock() - started)
-        decision = self.workers.broadcast((stop, state.best_valid_loss, state.best_step, state.validations_without_improvement))
+        decision = self.workers.broadcast(
+            (stop, state.best_valid_loss, state.best_step, state.validations_without_improvement)
+        )
         stop, state.best_valid_loss, state.best_step, state.validations_without_improvement = decision
         return stop
 
     def _checkpoint(self) -> None:
         self.state.train_seconds = self.budget.spent  # as of the last step or validation
-        rng_states = self.workers.gather(_rng_state(self.workers.device))
+        rng_states = self.workers.gather(rng_state(self.workers.device))
         if self.workers.is_main:
-            save_checkpoint(
-                self.run_dir / CHECKPOINT_FILE,
-                {
-                    "model": _cpu_state(self.model),
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "rng_states": rng_states,  # one per rank
-                    "training_state": dict(vars(self.state)),
-                    "model_config": to_dict(self.model_config),
-                    "train_config": to_dict(self.config),
-                },
-            )
+            save_training_checkpoint(
+                self.run_dir, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                rng_states=rng_states, state=self.state, model_config=self.model_config, train_config=self.config,
+            )  # fmt: skip
         self.workers.barrier()
 
     def _ranks_in_sync(self) -> bool:
@@ -404,189 +379,3 @@ class _Trainer:
         checksum = float(sum(p.detach().double().sum().item() for p in self.model.parameters()))
         checksums = self.workers.gather(checksum)
         return all(value == checksums[0] for value in checksums)
-
-
-def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-
-
-def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def evaluate(model: Autoencoder, data: TokenizedCorpus, free_running_sentences: int) -> dict[str, float]:
-    """Teacher-forced loss and token accuracy, and free-running greedy reconstruction next to them.
-
-    The gap between the two accuracies is the exposure bias the teacher-forcing schedule fights.
-    """
-    config = model.config
-    device = next(model.parameters()).device
-    model.eval()
-    total_loss = total_tokens = correct = 0.0
-    with torch.no_grad():
-        for indices in length_sorted_batches(data.lengths, EVAL_BATCH_SIZE):
-            batch = collate(data, indices, config.pad_id, config.eos_id).to(device)
-            logits, loss = model(batch.input_ids, batch.lengths, batch.targets)
-            mask = batch.targets != config.pad_id
-            tokens = int(mask.sum())
-            total_loss += loss.item() * tokens
-            total_tokens += tokens
-            correct += int(((logits.argmax(-1) == batch.targets) & mask).sum())
-        free_correct = free_tokens = exact = sentences = 0
-        subset = np.arange(min(free_running_sentences, len(data)))
-        for start in range(0, len(subset), EVAL_BATCH_SIZE):
-            indices = subset[start : start + EVAL_BATCH_SIZE]
-            batch = collate(data, indices, config.pad_id, config.eos_id).to(device)
-            sentence_embedding = model.encode(batch.input_ids, batch.lengths)
-            predicted = model.greedy_decode(sentence_embedding, max_length=batch.targets.size(1))
-            width = batch.targets.size(1)
-            predicted = torch.nn.functional.pad(predicted, (0, width - predicted.size(1)), value=config.pad_id)
-            mask = batch.targets != config.pad_id
-            matches = (predicted == batch.targets) & mask
-            free_correct += int(matches.sum())
-            free_tokens += int(mask.sum())
-            exact += int((matches.sum(1) == mask.sum(1)).sum())
-            sentences += len(indices)
-    return {
-        "loss": total_loss / max(total_tokens, 1),
-        "perplexity": math.exp(min(total_loss / max(total_tokens, 1), 50.0)),
-        "token_accuracy": correct / max(total_tokens, 1),
-        "free_running_token_accuracy": free_correct / max(free_tokens, 1),
-        "free_running_exact_match": exact / max(sentences, 1),
-    }
-
-
-def reconstruct(model: Autoencoder, tokenizer: Tokenizer, sentences: list[str]) -> list[str]:
-    """Greedy reconstructions with the torch model (the runtime's TextAE.reconstruct is the production path)."""
-    model.eval()
-    data = tokenize_corpus(sentences, tokenizer, model.config.max_length)
-    batch = collate(data, np.arange(len(data)), model.config.pad_id, model.config.eos_id)
-    predicted = model.greedy_decode(model.encode(batch.input_ids, batch.lengths))
-    return decode_batch(tokenizer, [cut_at_eos(row.tolist(), model.config.eos_id) for row in predicted])
-
-
-# --- checkpoints -------------------------------------------------------------------------------
-
-
-def _restore(
-    run_dir: Path,
-    model: Autoencoder,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    workers: distributed.Workers,
-) -> TrainingState:
-    path = run_dir / CHECKPOINT_FILE
-    saved = load_checkpoint(path)
-    try:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = TrainingState(**saved["training_state"])
-        rng = saved["rng_states"][workers.rank]
-    except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as exc:
-        raise TextaeError(f"{path}: checkpoint does not fit this run ({str(exc).splitlines()[0][:200]})") from None
-    if state.world_size != workers.world_size:
-        raise TextaeError(
-            f"{run_dir}: was trained with {state.world_size} process(es); resume it with the same number, "
-            f"not {workers.world_size}"
-        )
-    torch.set_rng_state(rng["cpu"])
-    if "cuda" in rng and workers.device.type == "cuda":
-        torch.cuda.set_rng_state(rng["cuda"], workers.device)
-    return state
-
-
-# --- reporting ---------------------------------------------------------------------------------
-
-
-class _MetricsLog:
-    """metrics.jsonl, appended a line at a time; on resume, records past the checkpoint are dropped."""
-
-    def __init__(self, path: Path, keep_through_step: int | None) -> None:
-        self.path = path
-        if keep_through_step is not None and path.exists():
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines() if _step_of(line) <= keep_through_step]
-            atomic_write_text(path, "".join(line + "\n" for line in kept))
-
-    def write(self, record: dict[str, Any]) -> None:
-        # opened per record: records are rare, and a killed run leaves at most one partial line
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-
-def _step_of(line: str) -> int:
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return 1 << 62  # an unreadable (half-written) line is dropped
-
-
-def _make_progress(console: Console, enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]step"),
-        MofNCompleteColumn(),
-        BarColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TextColumn("{task.fields[tps]:,.0f} tok/s"),
-        TextColumn("teacher forcing {task.fields[tf]:.2f}"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not enabled,
-        transient=False,
-    )
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _finish(
-    run_dir: Path, state: TrainingState, total_steps: int, console: Console, extra: dict[str, Any]
-) -> dict[str, Any]:
-    faults.reached("finish")
-    records = read_metrics(run_dir)
-    valid = [r for r in records if r["type"] == "valid"]
-    best = next((r for r in valid if r["step"] == state.best_step), valid[-1] if valid else {})
-    plot_path = run_dir / LOSS_PLOT_FILE
-    try:
-        from textae.training.plots import plot_losses
-
-        plot_losses(records, plot_path)
-    except ImportError:
-        plot_path = None  # type: ignore[assignment]
-    summary = {
-        "run_dir": str(run_dir),
-        "finished": True,
-        "steps": state.step,
-        "total_steps": total_steps,
-        "stopped_early": state.stopped_early,
-        "tokens_seen": int(state.tokens_seen),
-        **extra,
-        "best_step": state.best_step,
-        "best_valid": {k: v for k, v in best.items() if k not in ("type", "epoch")},
-        "files": {
-            "best": str(run_dir / BEST_FILE),
-            "checkpoint": str(run_dir / CHECKPOINT_FILE),
-            "metrics": str(run_dir / METRICS_FILE),
-            "loss_plot": str(plot_path) if plot_path else None,
-            "tokenizer": str(run_dir / TOKENIZER_FILE),
-        },
-    }
-    save_json(run_dir / SUMMARY_FILE, summary)
-    table = Table(title=f"textae run {run_dir}", show_header=False)
-    table.add_row("steps", f"{state.step:,}" + (" (early stop)" if state.stopped_early else ""))
-    for key in ("loss", "token_accuracy", "free_running_token_accuracy", "free_running_exact_match"):
-        if key in best:
-            table.add_row(f"best valid {key.replace('_', ' ')}", f"{best[key]:.4f}")
-    table.add_row("best step", str(state.best_step))
-    for name, path in summary["files"].items():
-        if path:
-            table.add_row(name, path)
-    console.print(table)
-    return summary

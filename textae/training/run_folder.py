@@ -1,4 +1,4 @@
-"""The run folder before training starts: create it, reopen it for --resume, and ready its data.
+"""The run folder before training starts: create it, reopen it for --resume, or discard it.
 
 What a kill at any moment leaves, and what `textae train --resume --out RUN` then does:
 
@@ -19,21 +19,10 @@ of a run that was never killed.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-from rich.console import Console
-from tokenizers import Tokenizer
-
-from textae import faults
-from textae.atomic import atomic_write_text
 from textae.config import ModelConfig, TrainConfig, from_dict, load_json, save_json, to_dict
-from textae.corpus import iter_corpus, resolve_paths
 from textae.errors import TextaeError
-from textae.tokenizer import load_tokenizer, train_tokenizer
-from textae.training import distributed
 from textae.training.checkpoint import (
     BEST_FILE,
     CHECKPOINT_FILE,
@@ -42,25 +31,11 @@ from textae.training.checkpoint import (
     METRICS_FILE,
     SUMMARY_FILE,
     TOKENIZER_FILE,
+    TOKENS_DIR,
 )
-from textae.training.data import TokenizedCorpus, build_token_store, open_token_store, token_store_key
 
-TOKENS_DIR = "tokens"
 # Progress made before the first checkpoint cannot be resumed: a restart replays it from step 0.
 UNSAVED_PROGRESS = (METRICS_FILE, BEST_FILE, LOSS_PLOT_FILE, SUMMARY_FILE)
-
-
-def on_main_then_everywhere(workers: distributed.Workers, action: Callable[[], Any]) -> None:
-    """Run action on rank 0 and let every rank raise its user error, so no rank waits forever."""
-    error = None
-    if workers.is_main:
-        try:
-            action()
-        except TextaeError as exc:
-            error = str(exc)
-    error = workers.broadcast(error)
-    if error:
-        raise TextaeError(error)
 
 
 def prepare_new_run_dir(run_dir: Path, train_config: TrainConfig, model_config: ModelConfig) -> Path:
@@ -146,70 +121,8 @@ def discard_unstarted_run(run_dir: Path) -> None:
 
 
 def _is_leftover(entry: Path) -> bool:
-    return (entry.name.startswith(".") and entry.name.endswith(".tmp")) or entry.name.endswith(".building") or entry.name == ".write-test"
-
-
-def prepare_data(
-    config: TrainConfig, run_dir: Path, resume: bool, console: Console, workers: distributed.Workers
-) -> tuple[Tokenizer, TokenizedCorpus, TokenizedCorpus]:
-    """Tokenizer and token store are made once, by rank 0, and reused on resume; every rank opens them."""
-    paths = resolve_paths(config.corpus)
-    valid_paths = resolve_paths([config.valid]) if config.valid else []
-    tokenizer_path = run_dir / TOKENIZER_FILE
-    where = ", ".join(map(str, paths))
-
-    def make_tokenizer() -> None:
-        if resume and tokenizer_path.is_file():
-            return  # written atomically, so complete: the one this run has used from the start
-        if config.tokenizer:
-            load_tokenizer(Path(config.tokenizer))
-            atomic_write_text(tokenizer_path, Path(config.tokenizer).read_text(encoding="utf-8"))
-            return
-        with console.status("training the tokenizer"):
-            tokenizer = train_tokenizer(iter_corpus(paths), config.vocab_size)
-        faults.reached("tokenizer")
-        atomic_write_text(tokenizer_path, tokenizer.to_str(pretty=True))
-
-    on_main_then_everywhere(workers, make_tokenizer)
-    tokenizer = load_tokenizer(tokenizer_path)
-    settings = {"max_length": config.max_length, "valid_fraction": config.valid_fraction,
-                "max_valid": config.max_valid_sentences, "seed": config.seed}  # fmt: skip
-    store_dir = run_dir / TOKENS_DIR / token_store_key(paths, valid_paths, tokenizer_path, settings)
-
-    def make_store() -> None:
-        if store_dir.is_dir():
-            console.print(f"reusing the token store {store_dir}")
-            return
-        with console.status("tokenizing the corpus into the token store"):
-            build_token_store(
-                store_dir, iter_corpus(paths), tokenizer, config.max_length,
-                valid_sentences=iter_corpus(valid_paths) if valid_paths else None,
-                valid_fraction=config.valid_fraction, max_valid=config.max_valid_sentences, seed=config.seed,
-            )  # fmt: skip
-
-    on_main_then_everywhere(workers, make_store)
-    try:
-        train_data, valid_data = open_token_store(store_dir)
-    except (OSError, ValueError, EOFError) as exc:  # a store damaged by hand: the kill-safe build never leaves one
-        raise TextaeError(f"{store_dir}: damaged token store ({type(exc).__name__}); delete the folder to rebuild it") from None
-    if len(train_data) + len(valid_data) == 0:
-        raise TextaeError(f"{where}: no sentences (the corpus is empty or holds only empty lines)")
-    if len(valid_data) == 0:
-        # a corpus too small for the fraction still gets one validation sentence
-        train_data, valid_data = _split_last(train_data)
-    if len(train_data) < config.batch_size:
-        raise TextaeError(
-            f"{where}: only {len(train_data)} training sentences ({len(valid_data)} more held out for validation), "
-            f"fewer than one batch of {config.batch_size}; lower --batch-size or add text"
-        )
-    return tokenizer, train_data, valid_data
-
-
-def _split_last(data: TokenizedCorpus) -> tuple[TokenizedCorpus, TokenizedCorpus]:
-    last = np.array(data.sentence(len(data) - 1))
-    valid = TokenizedCorpus(np.array([0, len(last)], dtype=np.int64), last)
-    if len(data) == 1:
-        return data, valid
-    cut = int(data.offsets[-2])
-    tokens = data.token_ids[:cut] if data.token_ids is not None else None
-    return TokenizedCorpus(data.offsets[:-1], tokens, data.token_file), valid
+    return (
+        (entry.name.startswith(".") and entry.name.endswith(".tmp"))
+        or entry.name.endswith(".building")
+        or entry.name == ".write-test"
+    )
