@@ -109,9 +109,12 @@ def _cached_copy(shipped: ShippedExport, *, replace: bool = False) -> Path:
     try:
         for name, data in ray.get(shipped.files).items():
             (incoming / name).write_bytes(data)
-        if replace and target.is_dir():
+        if replace:
             stale = root / f".stale-{uuid.uuid4().hex}"
-            os.rename(target, stale)  # an open file of another actor stays readable until it closes it
+            try:
+                os.rename(target, stale)  # an open file of another actor stays readable until it closes it
+            except FileNotFoundError:  # another actor of this node is replacing it too
+                pass
             shutil.rmtree(stale, ignore_errors=True)
         try:
             os.rename(incoming, target)  # atomic: other actors see all of the folder or none of it
