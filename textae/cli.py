@@ -160,6 +160,10 @@ def demo(
 _MODEL_HELP = "Export folder written by `textae export` (holds textae.json)."
 _THREADS_HELP = "onnxruntime intra-op threads (default: one per core)."
 _PRECISION_HELP = "Graphs to run: fp32 or int8 (default: the one the export chose)."
+_RAY_THREADS_HELP = "onnxruntime intra-op threads (default: one per core); with --engine ray, the CPUs (and threads) of each worker (default 1)."
+_ENGINE_HELP = "local: this process; ray: a Ray cluster (pip install \"textae[ray]\"), writing Parquet."
+_ADDRESS_HELP = "With --engine ray: the cluster to join, auto (the one `ray start` runs here) or HOST:PORT (default: RAY_ADDRESS, else a new local one)."
+_WORKERS_HELP = "With --engine ray: Ray actors, each loading the model once (default: the cluster's CPUs // --threads)."
 
 
 @app.command()
@@ -180,22 +184,32 @@ def export(
 @user_errors
 def embed(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP)],
-    source: Annotated[str, typer.Argument(metavar="INPUT", help="Text file, one sentence a line, or - for standard input.")],
-    out: Annotated[Path, typer.Option(help="Output file: .npy (N x D float32) or .jsonl (text and vector per line).")],
+    sources: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Text file, one sentence a line, or - for standard input; with --engine ray, files or globs (plain or .gz).", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Output file: .npy (N x D float32) or .jsonl (text and vector per line); with --engine ray, a new folder of Parquet files.")],
     batch_size: Annotated[int, typer.Option(help="Sentences per onnxruntime call.")] = DEFAULT_BATCH_SIZE,
     normalize: Annotated[bool, typer.Option(help="Scale every vector to unit length.")] = False,
     output: Annotated[str, typer.Option(help="sentence_embedding (the latent vector) or features (mean and max of the encoder's top-layer states, 2 x hidden x directions wide).")] = "sentence_embedding",
-    threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
+    threads: Annotated[Optional[int], typer.Option(help=_RAY_THREADS_HELP)] = None,
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
+    engine: Annotated[str, typer.Option(help=_ENGINE_HELP)] = "local",
+    address: Annotated[Optional[str], typer.Option(help=_ADDRESS_HELP, show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option(help=_WORKERS_HELP, show_default=False)] = None,
 ) -> None:
     """Write one sentence vector (or feature vector) per non-empty input line."""
+    if _ray_engine(engine, sources, address=address, workers=workers):
+        from textae.ray import embed_files
+
+        summary = embed_files(model, sources, out, normalize=normalize, output=output, precision=precision,
+                              batch_size=batch_size, ray_settings=_ray_settings(address, workers, threads))  # fmt: skip
+        typer.echo(_ray_report("embedded", summary), err=True)
+        return
     from textae.runtime.files import check_embedding_output, embed_file
     from textae.runtime.model import TextAE
 
     check_embedding_output(out)
     loaded = TextAE.load(model, threads, precision)
     loaded.embed([], output=output)  # refuse an unknown output, or features an old export lacks, before reading
-    count = embed_file(loaded, source, out, batch_size=batch_size, normalize=normalize, output=output)
+    count = embed_file(loaded, sources[0], out, batch_size=batch_size, normalize=normalize, output=output)
     typer.echo(f"embedded {count} sentences into {out}", err=True)
 
 
@@ -223,29 +237,76 @@ def reconstruct(
 @user_errors
 def score(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help=_MODEL_HELP)],
-    source: Annotated[str, typer.Argument(metavar="FILE", help="Text file, one sentence a line, or - for standard input.")],
+    sources: Annotated[list[str], typer.Argument(metavar="FILE...", help="Text file, one sentence a line, or - for standard input; with --engine ray, files or globs (plain or .gz).", show_default=False)],
     top: Annotated[Optional[int], typer.Option(metavar="K", help="Print only the K most anomalous lines, highest score first.")] = None,
-    threshold: Annotated[Optional[float], typer.Option(metavar="X", help="Print only lines scoring at least X.")] = None,
-    flag_percentile: Annotated[Optional[float], typer.Option(metavar="P", help="Print only lines scoring above the P-th percentile of the run's in-domain validation sentences (stored at export: 50, 75, 90, 95, 99, 99.5, 99.9).")] = None,
-    threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
+    threshold: Annotated[Optional[float], typer.Option(metavar="X", help="Print only lines scoring at least X (with --engine ray: flag them).")] = None,
+    flag_percentile: Annotated[Optional[float], typer.Option(metavar="P", help="Print only lines scoring above the P-th percentile of the run's in-domain validation sentences (stored at export: 50, 75, 90, 95, 99, 99.5, 99.9; with --engine ray: flag them).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help=_RAY_THREADS_HELP)] = None,
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
+    engine: Annotated[str, typer.Option(help=_ENGINE_HELP)] = "local",
+    out: Annotated[Optional[Path], typer.Option(help="With --engine ray: a new folder of Parquet files (file, line, text, score, flagged).", show_default=False)] = None,
+    address: Annotated[Optional[str], typer.Option(help=_ADDRESS_HELP, show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option(help=_WORKERS_HELP, show_default=False)] = None,
 ) -> None:
     """Print index, anomaly score (mean token negative log-likelihood) and sentence, tab-separated.
 
     The index counts non-empty lines from 1. Higher scores are sentences the model reconstructs worse.
+    With --engine ray, write every line's score to Parquet files instead.
     """
     from textae.runtime.files import check_flag_options, flag_anomalies, read_sentences
-    from textae.runtime.model import TextAE
 
     check_flag_options(top, threshold, flag_percentile)
+    if _ray_engine(engine, sources, address=address, workers=workers, out=out, top=top):
+        from textae.ray import score_files
+
+        summary = score_files(model, sources, out, threshold=threshold, flag_percentile=flag_percentile,  # type: ignore[arg-type]
+                              precision=precision, ray_settings=_ray_settings(address, workers, threads))  # fmt: skip
+        typer.echo(_ray_report("scored", summary), err=True)
+        return
+    from textae.runtime.model import TextAE
+
     loaded = TextAE.load(model, threads, precision)
     if flag_percentile is not None:
         threshold = loaded.anomaly_threshold(flag_percentile)
         typer.echo(f"flagging scores of at least {threshold:.4f}, the {flag_percentile:g}th percentile of in-domain validation sentences", err=True)
-    sentences = read_sentences(source)
+    sentences = read_sentences(sources[0])
     scores = loaded.score(sentences)
     for index in flag_anomalies(scores, top=top, threshold=threshold):
         typer.echo(f"{index + 1}\t{scores[index]:.4f}\t{sentences[index]}")
+
+
+# --- embed and score on a Ray cluster (--engine ray; the `ray` extra, textae.ray) ---
+
+_ENGINES = ("local", "ray")
+
+
+def _ray_engine(engine: str, sources: list[str], **ray_only: Any) -> bool:
+    """Whether the command runs on Ray; refuses options that belong to the other engine."""
+    if engine not in _ENGINES:
+        raise TextaeError(f"--engine must be one of {', '.join(_ENGINES)}, got {engine!r}")
+    if engine == "ray":
+        if ray_only.get("top") is not None:
+            raise TextaeError("--top needs every score in one place; with --engine ray, sort the Parquet output by score")
+        if "out" in ray_only and ray_only["out"] is None:
+            raise TextaeError("--engine ray writes Parquet files: give the folder with --out")
+        return True
+    given = [f"--{name}" for name, value in ray_only.items() if value is not None and name != "top"]
+    if given:
+        raise TextaeError(f"{', '.join(given)} only with --engine ray")
+    if len(sources) != 1:
+        raise TextaeError(f"give one input file (got {len(sources)}); several files or globs need --engine ray")
+    return False
+
+
+def _ray_settings(address: Optional[str], workers: Optional[int], threads: Optional[int]) -> Any:
+    from textae.ray import RaySettings
+
+    return RaySettings(address=address, workers=workers, worker_cpus=threads or 1)
+
+
+def _ray_report(verb: str, summary: Any) -> str:
+    return (f"{verb} {summary.lines} sentences from {summary.files} file(s) into {summary.out}/ "
+            f"({summary.parts} Parquet files, {summary.workers} Ray workers, {summary.seconds:.1f} s)")  # fmt: skip
 
 
 @app.command()

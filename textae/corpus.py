@@ -65,31 +65,36 @@ def _open_binary(path: Path) -> io.BufferedIOBase:
     return open(path, "rb")
 
 
-def iter_numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text without its line break) of every line; TextaeError names file and line."""
+def iter_numbered_lines(path: Path, *, name: str | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, text without its line break) of every line; TextaeError names file and line.
+
+    name is how errors name the file (default: path), for a reader that opens a file by another
+    path than the one the user gave (a Ray worker opens it by its absolute path).
+    """
     path = Path(path)
+    where = path if name is None else name
     lineno = 0
     try:
         with _open_binary(path) as handle:
             for lineno, (raw, cut) in enumerate(_bounded_lines(handle), start=1):
                 if b"\x00" in raw:
-                    raise TextaeError(f"{path}:{lineno}: contains NUL bytes; this looks like a binary file, not text")
+                    raise TextaeError(f"{where}:{lineno}: contains NUL bytes; this looks like a binary file, not text")
                 try:
                     text = _decode(raw, cut)
                 except UnicodeDecodeError as exc:
                     raise TextaeError(
-                        f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                        f"{where}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
                         "convert the file to UTF-8"
                     ) from None
                 yield lineno, text.rstrip("\r\n")
     except gzip.BadGzipFile:
-        raise TextaeError(f"{path}: not a valid gzip file") from None
+        raise TextaeError(f"{where}: not a valid gzip file") from None
     except EOFError:
-        raise TextaeError(f"{path}: gzip file is truncated (after line {lineno})") from None
+        raise TextaeError(f"{where}: gzip file is truncated (after line {lineno})") from None
     except IsADirectoryError:
-        raise TextaeError(f"{path}: is a directory, expected a text file") from None
+        raise TextaeError(f"{where}: is a directory, expected a text file") from None
     except PermissionError:
-        raise TextaeError(f"{path}: not readable (permission denied)") from None
+        raise TextaeError(f"{where}: not readable (permission denied)") from None
 
 
 def _bounded_lines(handle: io.BufferedIOBase) -> Iterator[tuple[bytes, bool]]:
@@ -115,12 +120,18 @@ def _decode(raw: bytes, cut: bool) -> str:
         raise
 
 
-def iter_file_lines(path: Path, max_chars: int = DEFAULT_MAX_CHARS) -> Iterator[str]:
-    """Yield the non-empty, stripped lines of one file, each cut to max_chars."""
-    for _, text in iter_numbered_lines(path):
+def iter_numbered_sentences(path: Path, max_chars: int = DEFAULT_MAX_CHARS, *, name: str | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, sentence) of every non-empty line of one file: stripped and cut to max_chars."""
+    for lineno, text in iter_numbered_lines(path, name=name):
         text = text.strip()
         if text:
-            yield text[:max_chars]
+            yield lineno, text[:max_chars]
+
+
+def iter_file_lines(path: Path, max_chars: int = DEFAULT_MAX_CHARS) -> Iterator[str]:
+    """Yield the non-empty, stripped lines of one file, each cut to max_chars."""
+    for _, text in iter_numbered_sentences(path, max_chars):
+        yield text
 
 
 def chunked(items: Iterable[str], size: int) -> Iterator[list[str]]:

@@ -23,6 +23,9 @@ MODULE_EXTRAS = {
     "fastapi": "serve",
     "uvicorn": "serve",
     "prometheus_client": "serve",
+    "ray": "ray",
+    "pyarrow": "ray",  # ray[data] brings it and pandas; textae.ray writes Parquet with it
+    "pandas": "ray",
 }
 
 
