@@ -96,11 +96,11 @@ class TextAEMapper:
         scores = None
         for name in settings.columns:
             if name in ENCODER_OUTPUTS:
-                vectors = model.embed_token_ids(token_ids, settings.batch_size, settings.normalize, ENCODER_OUTPUTS[name])
+                vectors = model.embed_ids(token_ids, output=ENCODER_OUTPUTS[name], batch_size=settings.batch_size, normalize=settings.normalize)
                 column = fixed_size_list(vectors)
             elif name in ("score", "flagged"):
                 if scores is None:
-                    scores = model.score_token_ids(token_ids, settings.batch_size)
+                    scores = model.score_ids(token_ids, batch_size=settings.batch_size)
                 column = pa.array(scores, pa.float32()) if name == "score" else pa.array(scores >= self.threshold)
             else:
                 column = pa.array(model.reconstruct(texts, settings.batch_size), pa.string())
