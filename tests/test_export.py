@@ -319,7 +319,7 @@ def test_int8_gate_falls_back_to_fp32_with_the_reason(random_run: Path, tmp_path
     text = io.StringIO()
     report = export_model(random_run, tmp_path / "model", quantize="int8", console=Console(file=text, width=300))
     assert "embed stays fp32: minimum cosine to fp32" in report["quantization"]["warning"] and "< 1.5" in report["quantization"]["warning"]
-    assert report["quantization"]["jobs"]["embed"] == {"precision": "fp32", "reasons": report["quantization"]["jobs"]["embed"]["reasons"]}
+    assert report["quantization"]["jobs"]["embed"]["precision"] == "fp32" and "(gate 1.5)" in report["quantization"]["jobs"]["embed"]["figures"]
     assert report["precision"] == "fp32" and TextAE.load(tmp_path / "model").precisions["embed"] == "fp32"
     assert "warning:" in text.getvalue() and "min cosine" in text.getvalue() and "batch-invariant" in text.getvalue()
     assert report["quantization"]["source"] == str(json.loads((random_run / "config.json").read_text())["train"]["corpus"][0])

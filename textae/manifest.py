@@ -395,8 +395,8 @@ def describe_manifest(folder: Path, manifest: Manifest) -> list[tuple[str, str]]
             )
         )
         for job, verdict in (quantization.get("jobs") or {}).items():
-            reasons = "; ".join(verdict.get("reasons") or []) or "passed the gate"
-            rows.append((f"int8 gate, {job}", f"{verdict.get('precision')}: {reasons}"))
+            verdict_text = "failed the gate" if verdict.get("reasons") else "passed the gate"
+            rows.append((f"int8 gate, {job}", f"{verdict.get('precision')} ({verdict_text}): {verdict.get('figures', '')}"))
         if not quantization.get("jobs") and quantization.get("warning"):
             rows.append(("int8 gate", quantization["warning"]))
         measured_on = cpu_from_dict(quantization.get("cpu"))

@@ -176,7 +176,15 @@ def gate_jobs(measured: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if not measured["greedy_agreement"] >= GATE_MIN_GREEDY_AGREEMENT:
         text_reasons.append(f"greedy reconstructions equal to fp32 {measured['greedy_agreement']:.1%} < {GATE_MIN_GREEDY_AGREEMENT:.0%}")
     reasons = dict(zip(JOBS, (embed_reasons, text_reasons)))  # JOBS is ("embed", "text")
-    return {job: {"precision": "fp32" if job_reasons else "int8", "reasons": job_reasons} for job, job_reasons in reasons.items()}
+    figures = {
+        "embed": f"minimum cosine to fp32 {measured['min_cosine']:.4f}, features {measured['features_min_cosine']:.4f} "
+                 f"(gate {GATE_MIN_COSINE}), batch invariance {measured['batch_invariance_max_abs_diff']:.1e}",
+        "text": f"greedy reconstructions equal to fp32 {measured['greedy_agreement']:.1%} (gate {GATE_MIN_GREEDY_AGREEMENT:.0%})",
+    }  # fmt: skip
+    return {
+        job: {"precision": "fp32" if job_reasons else "int8", "reasons": job_reasons, "figures": figures[job]}
+        for job, job_reasons in reasons.items()
+    }
 
 
 def batch_invariance(model: TextAE, sentences: list[str]) -> float:
