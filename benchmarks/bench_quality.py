@@ -16,8 +16,8 @@ all with --dim dimensions. Reports in one table:
     calibrated 99th percentile;
   - generation: of --generate sentences sampled from the validation vectors' Gaussian, the share
     that are new (in no split of the corpus), that reconstruct themselves exactly, and both;
-  - each method's training CPU time (all threads, from time.process_time), textae's steps and
-    training seconds.
+  - each method's training CPU time (all threads, from time.process_time), textae's steps,
+    training seconds and training precision (fp32 or bf16).
 and checks the targets of issue 13: held-out exact match >= 85 % (then 90 %), STS-B dev >= 66 and
 above both baselines, SICK trial above Doc2Vec, AUROC >= 0.99, probe average above Doc2Vec.
 
@@ -361,6 +361,15 @@ def textae_run_facts(export_dir: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def training_precision(run_dir: Path) -> str | None:
+    """The arithmetic the run trained in (fp32 or bf16): its config.json holds "auto" already resolved.
+    None for an export folder, whose manifest does not record it."""
+    config = run_dir / "config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text(encoding="utf-8")).get("train", {}).get("precision")
+
+
 def print_results(
     console: Console,
     methods: list[Method],
@@ -411,7 +420,7 @@ def print_results(
     console.print(
         f"textae: {steps if steps is not None else '?'} steps, {seconds if seconds is not None else '?'} s in the training loop"
         + (f" (time budget {facts['time_budget_seconds']:.0f} s)" if facts.get("time_budget_seconds") else "")
-        + f", optimizer {facts.get('optimizer') or 'adamw'}"
+        + f", optimizer {facts.get('optimizer') or 'adamw'}, precision {facts.get('precision') or '?'}"
     )
     console.print(
         f"held-out exact match: textae's greedy reconstruction of {measured:,} in-domain sentences of "
@@ -513,6 +522,7 @@ def main() -> None:
     corpus = set(train_sentences) | set(split["valid"].read_text(encoding="utf-8").splitlines()) | set(heldout) | excluded
     generation = generation_stats(textae, corpus, args.generate, args.seed) if args.generate else {}
     facts = textae_run_facts(export_dir)
+    facts["precision"] = training_precision(Path(args.textae_run) if args.textae_run else args.work / "textae-run")
     met = print_results(console, methods, results, recon, probes, anomaly, generation, facts)
     if args.json:
         args.json.write_text(json.dumps({
