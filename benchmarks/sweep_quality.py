@@ -1,34 +1,66 @@
-"""Sweep textae's settings at a fixed time budget with bench_quality.py, and print the table.
+"""Sweep textae's settings with bench_quality.py in two stages, and keep every result in a committed ledger.
 
-    python benchmarks/sweep_quality.py --data ../shared/data --time-budget 30m --work runs/sweep
-    python benchmarks/sweep_quality.py --data ../shared/data --work runs/sweep --table   # table only
+    python benchmarks/sweep_quality.py --data ../shared/data --stage screen                  # every variant, 6m each
+    python benchmarks/sweep_quality.py --data ../shared/data --stage final --promote 4       # the best 4 (+ defaults), 30m
+    python benchmarks/sweep_quality.py --table                                              # the ledger; runs nothing
     python benchmarks/sweep_quality.py ... --only defaults hidden-768 --variant "wide:hidden_size=1024,latent_dim=512"
 
 Each variant is one bench_quality.py run that changes a few ModelConfig/TrainConfig fields from
-today's defaults (one factor at a time, plus any --variant combination), trained for the same
---time-budget on the same split, and written to WORK/NAME.json. Only the "defaults" run trains
-the baselines (Doc2Vec, TF-IDF + SVD); the others pass --no-baselines. A variant whose JSON
-exists is not run again, so an interrupted sweep continues where it stopped; every run holds
+today's defaults (one factor at a time, plus any --variant combination), trained for the stage's
+budget (screen 6m, final 30m; --time-budget for another) on the same split. Only the "defaults"
+run trains the baselines (Doc2Vec, TF-IDF + SVD); the others pass --no-baselines. Every run holds
 /tmp/textae-bench.lock, so the sweep never overlaps another benchmark on the machine.
 
-The table has, per variant: steps reached in the budget, held-out exact match, STS-B dev, SICK
-trial, probe average of the sentence vector and of the encoder features, anomaly AUROC, and the
-share of generated sentences that are new and reconstruct themselves. Choose defaults from it
-by more than STS-B dev: the vectors are also judged on test sets this sweep does not see.
+Every finished run appends one row to the ledger, benchmarks/results/quality.jsonl (--ledger for
+another file): the variant and its settings, stage, budget, steps reached, training precision,
+bench_quality.py's figures as its --json wrote them, the git commit (and whether tracked files
+other than the ledger were modified), the date, the CPU model, ISA flags and kind, the bench
+arguments and a digest of the split, and the wall seconds. Commit the ledger after a session: a
+variant already there for the same stage, budget, settings, CPU kind and bench arguments is not
+run again (--force runs it again and appends a newer row; earlier rows are never rewritten), so
+the next session continues where this one stopped.
+
+--promote N (with --stage final) takes the N best screen rows of this CPU kind at --screen-budget
+by the ranking rule: the mean, over held-out exact match, STS-B dev, SICK trial, the better probe
+average of the vector and the features, and anomaly AUROC, of the variant's rank among the
+screened variants. "defaults" always runs too, as the reference that trains the baselines.
+
+--table prints the ledger grouped by stage, CPU kind and budget, best first by that rule, and,
+for the variants with both a screen and a final row, the Spearman rank correlation between the
+screen ranking and the final one (the rule's and each figure's): how far a short budget can be
+trusted to choose. Choose defaults by more than STS-B dev: the vectors are also judged on test
+sets this sweep does not see.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import fcntl
+import hashlib
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from textae.config import parse_duration
+from textae.cpu import this_cpu
+from textae.errors import TextaeError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality_ledger as ledger  # a sibling script, not a package
+
 BENCH = Path(__file__).resolve().parent / "bench_quality.py"
+REPO = Path(__file__).resolve().parents[1]
 LOCK = Path("/tmp/textae-bench.lock")
+STAGE_BUDGETS = {"screen": "6m", "final": "30m"}
+REFERENCE = "defaults"  # the variant that trains the baselines, and always reaches the final stage
+# the parts of bench_quality.py's --json that are figures or facts of the run (not its paths and arguments)
+FIGURE_KEYS = ("results", "exact_reconstruction", "reconstructed", "anomaly", "generation", "textae", "targets_met", "cpu_seconds")
 
 # name -> settings; one factor at a time from the defaults (what issue 13 asks to sweep)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -54,98 +86,198 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "denoising": {"noise": "delete:0.1,swap:0.1,mask:0.1"},
 }
 
-COLUMNS = [
-    ("steps", lambda r: r["textae"].get("steps")),
-    ("exact %", lambda r: r["exact_reconstruction"]),
-    ("STS-B dev", lambda r: r["results"]["textae"]["STS-B dev"]),
-    ("SICK trial", lambda r: r["results"]["textae"]["SICK trial"]),
-    ("probes, vector", lambda r: r["results"]["textae"]["probe average"]),
-    ("probes, features", lambda r: r["results"].get("textae features", {}).get("probe average")),
-    ("AUROC", lambda r: r["anomaly"]["auroc"]),
-    ("generated new+self %", lambda r: (r.get("generation") or {}).get("new_and_reconstruct_themselves")),
-]
 
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """ "wide:hidden_size=1024,latent_dim=512" -> ("wide", {"hidden_size": 1024, "latent_dim": 512}),
+    typed and checked by bench_quality.py's own --set parser, so that a variant given here and the
+    same one in VARIANTS have the same ledger key."""
+    from bench_quality import parse_setting
 
-def parse_variant(text: str) -> tuple[str, dict[str, str]]:
-    """ "wide:hidden_size=1024,latent_dim=512" -> ("wide", {"hidden_size": "1024", "latent_dim": "512"})."""
     name, sep, body = text.partition(":")
     pairs = [part.split("=", 1) for part in body.split(",") if part.strip()]
     if not sep or not name or any(len(pair) != 2 for pair in pairs):
         raise argparse.ArgumentTypeError(f"--variant needs NAME:KEY=VALUE[,KEY=VALUE...], got {text!r}")
-    return name, {key.strip(): value.strip() for key, value in pairs}
+    return name, dict(parse_setting(f"{key.strip()}={value.strip()}") for key, value in pairs)
 
 
-def bench_command(args: argparse.Namespace, name: str, settings: dict[str, Any]) -> list[str]:
-    command = [sys.executable, str(BENCH), "--data", str(args.data), "--time-budget", args.time_budget,
-               "--work", str(args.work / name), "--json", str(args.work / f"{name}.json"), "--quiet", *args.bench_args]  # fmt: skip
-    if name != "defaults":
+@dataclass
+class Plan:
+    """What one sweep invocation runs: the stage, its budget, and the bench arguments every run shares."""
+
+    data: Path | None
+    stage: str
+    budget: str
+    work: Path
+    ledger: Path
+    bench_args: tuple[str, ...]
+    force: bool
+
+    @property
+    def budget_seconds(self) -> float:
+        return parse_duration(self.budget, "--time-budget")
+
+    def key(self, settings: dict[str, Any], cpu_kind: str) -> ledger.Key:
+        return ledger.Key(self.stage, self.budget_seconds, ledger.settings_key(settings), cpu_kind, self.bench_args)
+
+    def result(self, name: str) -> Path:
+        """Where bench_quality.py writes the variant's --json (a name may hold a dot: no with_suffix)."""
+        return self.work / f"{name}.json"
+
+
+def bench_command(plan: Plan, name: str, settings: dict[str, Any]) -> list[str]:
+    folder = plan.work / name
+    command = [sys.executable, str(BENCH), "--data", str(plan.data), "--time-budget", plan.budget,
+               "--work", str(folder), "--json", str(plan.result(name)), "--quiet", *plan.bench_args]  # fmt: skip
+    if name != REFERENCE:
         command.append("--no-baselines")
     for key, value in settings.items():
         command += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
     return command
 
 
-def run_variant(args: argparse.Namespace, name: str, settings: dict[str, Any]) -> None:
-    result = args.work / f"{name}.json"
-    if result.is_file():
-        print(f"sweep: {name}: {result} exists, not run again", flush=True)
-        return
-    command = bench_command(args, name, settings)
-    print(f"sweep: {name}: {' '.join(command)}", flush=True)
+def run_bench(command: list[str]) -> tuple[int, float]:
+    """One bench_quality.py run under the machine-wide benchmark lock: (exit status, wall seconds of
+    the run itself, not of the wait for the lock)."""
     with open(LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one benchmark at a time on this machine
+        started = time.perf_counter()
         done = subprocess.run(command, check=False)
-    if done.returncode != 0:
-        print(f"sweep: {name}: bench_quality.py exited with {done.returncode}", file=sys.stderr, flush=True)
+        return done.returncode, time.perf_counter() - started
 
 
-def print_table(args: argparse.Namespace, names: list[str]) -> None:
-    rows = []
-    baselines: dict[str, dict[str, float]] = {}
-    for name in names:
-        path = args.work / f"{name}.json"
-        if not path.is_file():
-            continue
-        record = json.loads(path.read_text(encoding="utf-8"))
-        rows.append((name, record))
-        baselines.update({method: scores for method, scores in record["results"].items() if not method.startswith("textae")})
-    header = ["variant", *(title for title, _ in COLUMNS)]
-    print("| " + " | ".join(header) + " |")
-    print("| --- |" + " ---: |" * len(COLUMNS))
-    for name, record in rows:
-        cells = []
-        for _, get in COLUMNS:
-            try:
-                value = get(record)
-            except (KeyError, TypeError):
-                value = None
-            cells.append("" if value is None else f"{value:.4f}" if isinstance(value, float) and value < 1.5 else f"{value:.1f}" if isinstance(value, float) else str(value))
-        print(f"| {name} | " + " | ".join(cells) + " |")
-    for method, scores in baselines.items():
-        print(f"| {method} | | | {scores['STS-B dev']:.1f} | {scores['SICK trial']:.1f} | {scores['probe average']:.1f} | | | |")
+def git_state(repo: Path = REPO) -> dict[str, Any]:
+    """The commit the code ran at, and whether tracked files differed from it. The ledger itself is
+    left out of the check: its uncommitted rows are what a session adds, not a change to the code."""
+
+    def git(*arguments: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(repo), *arguments], capture_output=True, text=True, check=False)
+        except OSError:
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    results = ledger.LEDGER.relative_to(REPO).parent.as_posix()
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){results}") if commit else None
+    return {"commit": commit, "dirty": None if changed is None else bool(changed)}
 
 
-def main() -> None:
+def split_facts(folder: Path) -> dict[str, Any]:
+    """Sentence counts and a digest of the split bench_quality.py wrote: rows compare only on the same split."""
+    digest, counts = hashlib.sha256(), {}
+    for part in ("train", "valid", "heldout"):
+        path = folder / f"{part}.txt"
+        data = path.read_bytes() if path.is_file() else b""
+        digest.update(part.encode() + b"\0" + data + b"\0")
+        counts[part] = data.count(b"\n")
+    return {"sha256": digest.hexdigest()[:16], **counts}
+
+
+def make_row(plan: Plan, name: str, settings: dict[str, Any], bench: dict[str, Any], git: dict[str, Any],
+             cpu: dict[str, Any], wall_seconds: float) -> dict[str, Any]:  # fmt: skip
+    figures = {key: bench[key] for key in FIGURE_KEYS if key in bench}
+    if isinstance(figures.get("generation"), dict):  # the example sentences are not figures
+        figures["generation"] = {k: v for k, v in figures["generation"].items() if k != "examples"}
+    facts = bench.get("textae") or {}
+    return {
+        "ledger": ledger.LEDGER_VERSION, "variant": name, "settings": settings, "stage": plan.stage, "budget": plan.budget,
+        "budget_seconds": plan.budget_seconds, "steps": facts.get("steps"), "precision": facts.get("precision"),
+        "baselines": name == REFERENCE, **git,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu, "wall_seconds": round(wall_seconds, 1), "bench_args": list(plan.bench_args),
+        "data": str(plan.data), "split": split_facts(plan.work / name), "figures": figures,
+    }  # fmt: skip
+
+
+def run_variant(plan: Plan, name: str, settings: dict[str, Any], cpu: dict[str, Any]) -> bool:
+    """Run one variant unless the ledger has it, and append its row; False when the run failed."""
+    done = ledger.find_row(ledger.read_rows(plan.ledger), plan.key(settings, cpu["kind"]))
+    if done is not None and not plan.force:
+        print(f"sweep: {name}: in the ledger ({done['variant']}, {done['date']}, commit {str(done.get('commit'))[:9]}); "
+              "not run again (--force runs it again)", flush=True)  # fmt: skip
+        return True
+    command = bench_command(plan, name, settings)
+    result = plan.result(name)
+    result.unlink(missing_ok=True)  # never read an earlier run's figures as this one's
+    git = git_state()  # before the run: the code that trains is the code at start
+    print(f"sweep: {name}: {' '.join(command)}", flush=True)
+    code, wall = run_bench(command)
+    if code != 0 or not result.is_file():
+        print(f"sweep: {name}: bench_quality.py exited with {code}; no row written", file=sys.stderr, flush=True)
+        return False
+    bench = json.loads(result.read_text(encoding="utf-8"))
+    ledger.append_row(plan.ledger, make_row(plan, name, settings, bench, git, cpu, wall))
+    print(f"sweep: {name}: row appended to {plan.ledger}", flush=True)
+    return True
+
+
+def choose(args: argparse.Namespace, plan: Plan, variants: dict[str, dict[str, Any]], cpu_kind: str,
+           parser: argparse.ArgumentParser) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """name -> settings of the variants this invocation runs: --promote's choice, --only, or all."""
+    if args.promote is None:
+        names = args.only if args.only is not None else list(variants)
+        unknown = [name for name in names if name not in variants]
+        if unknown:
+            parser.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(variants)}")
+        return {name: variants[name] for name in names}
+    try:
+        screen_seconds = parse_duration(args.screen_budget, "--screen-budget")
+    except TextaeError as error:
+        parser.error(str(error))
+    chosen = ledger.promote(ledger.read_rows(plan.ledger), args.promote, screen_seconds, cpu_kind, plan.bench_args)
+    if not chosen:
+        parser.error(f"no screen rows at {args.screen_budget} for CPU kind {cpu_kind} with these bench arguments in "
+                     f"{plan.ledger}; run --stage screen first")  # fmt: skip
+    picked = {row["variant"]: row["settings"] for row in chosen}  # the ledger's settings: a --variant of an earlier session
+    print(f"sweep: promoted from the screen at {args.screen_budget}: {', '.join(picked)}"
+          + ("" if REFERENCE in picked else f" (+ {REFERENCE}, the reference)"), flush=True)  # fmt: skip
+    return {REFERENCE: variants[REFERENCE], **picked} if REFERENCE not in picked else picked
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--data", type=Path, required=True, help="the shared data folder (corpora/, sts/, probe/)")
-    parser.add_argument("--time-budget", default="30m", help="training time of every variant")
-    parser.add_argument("--work", type=Path, default=Path("runs/sweep"), help="one folder and one JSON per variant")
+    parser.add_argument("--data", type=Path, help="the shared data folder (corpora/, sts/, probe/); needed to run")
+    parser.add_argument("--stage", choices=ledger.STAGES, default="screen", help="screen: every variant, short; final: the promoted few, long")
+    parser.add_argument("--time-budget", default=None, help=f"training time of every variant (default: {', '.join(f'{k} {v}' for k, v in STAGE_BUDGETS.items())})")
+    parser.add_argument("--promote", type=int, default=None, metavar="N", help="--stage final: run the N best screen rows (+ defaults)")
+    parser.add_argument("--screen-budget", default=STAGE_BUDGETS["screen"], help="the screen budget --promote reads")
+    parser.add_argument("--ledger", type=Path, default=ledger.LEDGER, help="the JSON-lines ledger rows are appended to and read from")
+    parser.add_argument("--work", type=Path, default=Path("runs/sweep"), help="scratch: one folder and one JSON per run (not committed)")
     parser.add_argument("--only", nargs="*", default=None, metavar="NAME", help=f"run these variants only (of {', '.join(VARIANTS)})")
     parser.add_argument("--variant", action="append", type=parse_variant, default=[], metavar="NAME:KEY=VALUE,...", help="add a variant")
-    parser.add_argument("--table", action="store_true", help="print the table of the finished variants; run nothing")
+    parser.add_argument("--force", action="store_true", help="run variants the ledger already has (a newer row is appended)")
+    parser.add_argument("--dry-run", action="store_true", help="print what would run or be skipped; run nothing")
+    parser.add_argument("--table", action="store_true", help="print the ledger; run nothing")
     parser.add_argument("--bench-args", nargs=argparse.REMAINDER, default=[], help="passed to bench_quality.py as they are (last)")
-    args = parser.parse_args()
-    variants = {**VARIANTS, **dict(args.variant)}
-    names = args.only if args.only is not None else list(variants)
-    unknown = [name for name in names if name not in variants]
-    if unknown:
-        parser.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(variants)}")
-    args.work.mkdir(parents=True, exist_ok=True)
-    if not args.table:
-        for name in names:
-            run_variant(args, name, variants[name])
-    print_table(args, names)
+    args = parser.parse_args(argv)
+    if args.table:
+        print(ledger.format_table(ledger.read_rows(args.ledger)))
+        return 0
+    if args.promote is not None and (args.stage != "final" or args.promote < 1 or args.only is not None):
+        parser.error("--promote N needs --stage final, N >= 1, and no --only")
+    budget = args.time_budget or STAGE_BUDGETS[args.stage]
+    try:
+        parse_duration(budget, "--time-budget")
+    except TextaeError as error:
+        parser.error(str(error))
+    if args.data is None and not args.dry_run:
+        parser.error("--data is needed to run variants (only --table and --dry-run run nothing)")
+    plan = Plan(args.data, args.stage, budget, args.work / f"{args.stage}-{budget}", args.ledger, tuple(args.bench_args), args.force)
+    cpu = this_cpu().to_dict()
+    chosen = choose(args, plan, {**VARIANTS, **dict(args.variant)}, cpu["kind"], parser)
+    if args.dry_run:
+        rows = ledger.read_rows(plan.ledger)
+        for name, settings in chosen.items():
+            done = ledger.find_row(rows, plan.key(settings, cpu["kind"]))
+            print(f"sweep: {name}: " + ("in the ledger" if done and not plan.force else " ".join(bench_command(plan, name, settings))))
+        return 0
+    plan.work.mkdir(parents=True, exist_ok=True)
+    failed = [name for name, settings in chosen.items() if not run_variant(plan, name, settings, cpu)]
+    print(ledger.format_table(ledger.read_rows(plan.ledger)))
+    if failed:
+        print(f"sweep: failed (no row): {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
