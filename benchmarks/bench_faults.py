@@ -13,7 +13,7 @@ PNG is whole). A run that finishes is compared with the reference, bit for bit, 
 starts a new run. Export and embed: the same, and the destination must hold either nothing, the
 previous complete output or the new complete one.
 
-The functions here are also used by tests/test_reliability_kills.py (3 kills on a tiny corpus).
+The functions here are also used by tests/reliability/test_kills.py (3 kills on a tiny corpus).
 """
 
 from __future__ import annotations

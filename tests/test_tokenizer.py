@@ -1,7 +1,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import TINY_SENTENCES
+from helpers.tiny import TINY_SENTENCES
 
 from textae.errors import TextaeError
 from textae.tokenizer import decode_batch, encode_batch, load_tokenizer, special_token_ids, train_tokenizer
