@@ -33,7 +33,7 @@ def test_save_load_and_bad_files(tokenizer, tmp_path: Path) -> None:
     assert load_tokenizer(path).get_vocab() == tokenizer.get_vocab()
     broken = tmp_path / "broken.json"
     broken.write_text("{not json", encoding="utf-8")
-    with pytest.raises(TextaeError, match="not a valid tokenizer.json"):
+    with pytest.raises(TextaeError, match=r"not a valid tokenizer.json"):
         load_tokenizer(broken)
     with pytest.raises(TextaeError, match="not found"):
         load_tokenizer(tmp_path / "missing.json")

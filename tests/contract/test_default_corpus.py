@@ -11,7 +11,7 @@ from helpers.paths import ROOT
 
 # the builder is a tool of ours, not part of the package: users never import it
 sys.path.insert(0, str(ROOT / "tools"))
-from build_default_corpus import (  # noqa: E402
+from build_default_corpus import (
     build_default_corpus,
     is_clean_sentence,
     iter_python_doc_sentences,

@@ -59,7 +59,7 @@ def test_a_tampered_latent_file_is_refused(random_export: Path, tmp_path: Path) 
     folder = copy_export(random_export, tmp_path / "tampered")
     covariance = np.load(folder / "latent_covariance.npy")
     np.save(folder / "latent_covariance.npy", covariance * 2)
-    with pytest.raises(TextaeError, match="latent_covariance.npy: sha256 does not match"):
+    with pytest.raises(TextaeError, match=r"latent_covariance.npy: sha256 does not match"):
         TextAE.load(folder)
 
 

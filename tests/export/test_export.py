@@ -159,7 +159,7 @@ def test_a_damaged_weights_file_is_refused(random_export: Path, tmp_path: Path) 
     data = bytearray((folder / "weights.bin").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (folder / "weights.bin").write_bytes(bytes(data))
-    with pytest.raises(TextaeError, match="weights.bin: sha256 does not match"):
+    with pytest.raises(TextaeError, match=r"weights.bin: sha256 does not match"):
         TextAE.load(folder)
 
 

@@ -314,7 +314,7 @@ def test_a_job_survives_a_worker_node_killed_mid_job(cluster: Any, random_export
     def job() -> None:
         try:
             outcome["summary"] = embed_files(random_export, [str(p) for p in paths], tmp_path / "out", ray_settings=RaySettings(batch_lines=100, workers=2, progress=False))
-        except BaseException as exc:  # reported by the test thread
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
             outcome["error"] = exc
 
     runner = threading.Thread(target=job)

@@ -12,7 +12,7 @@ import pytest
 from helpers.paths import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_faults import Kill, TrainTrials, textae, train_with_kills, unreadable_files  # noqa: E402
+from bench_faults import Kill, TrainTrials, textae, train_with_kills, unreadable_files
 
 TRAIN = ["--vocab-size", "400", "--batch-size", "10", "--max-steps", "12", "--epochs", "100", "--embedding-dim", "16",
          "--hidden-size", "16", "--latent-dim", "8", "--checkpoint-every", "3", "--eval-every", "6", "--log-every", "2",

@@ -40,7 +40,7 @@ def test_runtime_commands_work_without_torch(random_export: Path, sentences_file
     assert report.loaded == []
     results = report.results
     assert [r["code"] for r in results] == [0] * len(commands), results
-    info, embed_npy, embed_jsonl, reconstruct_args, reconstruct_file, score, flagged, generated, features = results
+    info, embed_npy, _embed_jsonl, reconstruct_args, reconstruct_file, score, flagged, generated, _features = results
     # each job's default precision is the one the export's int8 gate chose for it
     precisions = TextAE.load(random_export).precisions
     shown = " ".join(info["out"].split())  # rich wraps long rows

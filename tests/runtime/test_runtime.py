@@ -209,7 +209,7 @@ def test_exports_of_format_version_1_still_embed_and_say_they_have_no_features(r
     new = TextAE.load(random_export, precision="fp32")
     np.testing.assert_allclose(old.embed(TINY_SENTENCES[:4]), new.embed(TINY_SENTENCES[:4]), atol=1e-6, rtol=0)
     assert not old.has_features and new.has_features
-    with pytest.raises(TextaeError, match="encoder has no features output .* re-export"):
+    with pytest.raises(TextaeError, match=r"encoder has no features output .* re-export"):
         old.embed(TINY_SENTENCES[:1], output="features")
     with pytest.raises(TextaeError, match="output must be one of sentence_embedding, features"):
         new.embed(TINY_SENTENCES[:1], output="hidden")

@@ -46,10 +46,12 @@ def settings(export: Path, **overrides: Any) -> ServeSettings:
 @contextlib.asynccontextmanager
 async def served(export: Path, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings(export, **overrides))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://textae") as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://textae") as client,
+    ):
+        client.app = app  # type: ignore[attr-defined]
+        yield client
 
 
 def run(scenario: Any) -> Any:
@@ -486,7 +488,7 @@ def test_openapi_documents_every_route_field_and_error(export: Path) -> None:
 
 
 def test_serve_command_refuses_a_bad_folder_in_one_line(cli: Any, export: Path, tmp_path: Path) -> None:
-    code, out, err = cli("serve", tmp_path / "missing")
+    code, _out, err = cli("serve", tmp_path / "missing")
     assert code == 2 and err.startswith("textae: error: ") and err.count("\n") == 1 and "Traceback" not in err
     from helpers.exports import copy_export
 

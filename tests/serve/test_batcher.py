@@ -33,7 +33,8 @@ class Recorder:
 
 
 def make(recorder: Recorder, **overrides: Any) -> Batcher:
-    options = dict(max_batch_size=4, max_batch_tokens=64, max_wait_ms=20, max_queue=32, max_length=32, bucket_multiple=8)
+    options = {"max_batch_size": 4, "max_batch_tokens": 64, "max_wait_ms": 20, "max_queue": 32,
+               "max_length": 32, "bucket_multiple": 8}  # fmt: skip
     batcher = Batcher(recorder, **{**options, **overrides})
     batcher.start()
     return batcher

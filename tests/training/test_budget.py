@@ -38,7 +38,7 @@ def test_parses_durations(text: str, expected: float) -> None:
 
 @pytest.mark.parametrize("text", ["", "30", "m", "30x", "2h-5m", "5m2h", "0m", "-3m", "1 h"])
 def test_refuses_malformed_durations(text: str) -> None:
-    with pytest.raises(TextaeError, match="duration such as 30m|longer than zero"):
+    with pytest.raises(TextaeError, match=r"duration such as 30m|longer than zero"):
         parse_duration(text)
 
 

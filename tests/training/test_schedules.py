@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 
 from textae.training.schedules import learning_rate_factor, teacher_forcing_ratio
@@ -9,7 +11,7 @@ def test_decaying_schedules_go_from_start_to_end_monotonically(schedule: str) ->
     assert values[0] == pytest.approx(1.0, abs=0.01)
     assert values[20] == pytest.approx(0.5, abs=0.01)  # step 100
     assert values[-1] == pytest.approx(0.5, abs=0.01)  # held after decay_steps
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(values))
 
 
 def test_schedule_shapes_differ_in_the_middle() -> None:

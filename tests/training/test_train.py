@@ -107,7 +107,7 @@ def test_bf16_training_follows_fp32(tmp_path: Path, tiny_corpus: Path) -> None:
         losses[precision] = valid[-1]["loss"]
         saved = json.loads((tmp_path / precision / "config.json").read_text())["train"]
         assert saved["precision"] == precision
-    first = [r["loss"] for r in read_metrics(tmp_path / "fp32") if r["type"] == "train"][0]
+    first = next(r["loss"] for r in read_metrics(tmp_path / "fp32") if r["type"] == "train")
     assert losses["fp32"] < 0.95 * first  # it learned something in 30 steps
     assert abs(losses["bf16"] - losses["fp32"]) < 0.05 * losses["fp32"]
 
