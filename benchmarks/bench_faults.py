@@ -13,7 +13,7 @@ PNG is whole). A run that finishes is compared with the reference, bit for bit, 
 starts a new run. Export and embed: the same, and the destination must hold either nothing, the
 previous complete output or the new complete one.
 
-The functions here are also used by tests/test_reliability_kills.py (3 kills on a tiny corpus).
+The functions here are also used by tests/reliability/test_kills.py (3 kills on a tiny corpus).
 """
 
 from __future__ import annotations
@@ -334,7 +334,7 @@ def main() -> None:
         print(f"train: uninterrupted run {duration:.1f} s ({args.steps} steps on {args.corpus.name})")
         print(f"{'kill':<28} {'phase reached':<22} {'corrupt files':>13} {'next run ok':>11}")
         for record in trials.records:
-            print(f"{record.kill:<28} {record.phase:<22} {len(record.corrupt):>13} {str(record.resumed_ok):>11}"
+            print(f"{record.kill:<28} {record.phase:<22} {len(record.corrupt):>13} {record.resumed_ok!s:>11}"
                   + ("  (restarted with the original command)" if record.restarted_with_original_command else ""))  # fmt: skip
         phases = sorted({r.phase for r in trials.records})
         print(f"kills {len(trials.records)}, resumes ok {sum(r.resumed_ok for r in trials.records)}, "

@@ -309,10 +309,7 @@ def held_out_reconstruction(model: TextAE, heldout: Path, excluded: set[str], li
 
 def read_out_domain(path: Path, limit: int, seed: int) -> list[str]:
     """Sentences of another domain: the text column of a label<TAB>text file, or a plain text file."""
-    if path.suffix == ".tsv":
-        texts = read_labelled_file(path).texts
-    else:
-        texts = list(iter_corpus(resolve_paths([str(path)])))
+    texts = read_labelled_file(path).texts if path.suffix == ".tsv" else list(iter_corpus(resolve_paths([str(path)])))
     texts = list(dict.fromkeys(texts))
     random.Random(seed).shuffle(texts)
     return texts[:limit]

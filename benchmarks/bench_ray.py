@@ -53,7 +53,7 @@ class WorkerMemory:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> WorkerMemory:  # noqa: PYI034
+    def __enter__(self) -> WorkerMemory:
         self._thread.start()
         return self
 

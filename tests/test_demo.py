@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_MODEL, TINY_SENTENCES
+from helpers.tiny import TINY_MODEL, TINY_SENTENCES
 from rich.console import Console
 
 from textae.config import ModelConfig

@@ -1,4 +1,4 @@
-"""textae.extras: the one-line hint for a missing extra (the CLI side is tests/test_reliability_threads_extras.py)."""
+"""textae.extras: the one-line hint for a missing extra (the CLI side is tests/reliability/test_threads_extras.py)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import TINY_SENTENCES
+from helpers.tiny import TINY_SENTENCES
 
 from textae.errors import TextaeError
 from textae.tokenizer import decode_batch, encode_batch, load_tokenizer, special_token_ids, train_tokenizer
@@ -33,7 +33,7 @@ def test_save_load_and_bad_files(tokenizer, tmp_path: Path) -> None:
     assert load_tokenizer(path).get_vocab() == tokenizer.get_vocab()
     broken = tmp_path / "broken.json"
     broken.write_text("{not json", encoding="utf-8")
-    with pytest.raises(TextaeError, match="not a valid tokenizer.json"):
+    with pytest.raises(TextaeError, match=r"not a valid tokenizer.json"):
         load_tokenizer(broken)
     with pytest.raises(TextaeError, match="not found"):
         load_tokenizer(tmp_path / "missing.json")

@@ -35,7 +35,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise no_space_error(exc, path) or exc
+        error = no_space_error(exc, path)
+        if error is None:
+            raise
+        raise error from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -47,7 +50,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise no_space_error(exc, path) or exc
+        error = no_space_error(exc, path)
+        if error is None:
+            raise
+        raise error from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

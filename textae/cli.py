@@ -92,7 +92,7 @@ def main() -> None:
 # --- training side (train, demo) -------------------------------------------------------------
 # Every ModelConfig and TrainConfig field is an option of `textae train`, made from the dataclass
 # (type, default, trailing comment as help): a new config field is a new option, and
-# tests/test_cli_train.py checks that fields and options stay one-to-one.
+# tests/training/test_cli_train.py checks that fields and options stay one-to-one.
 
 TRAIN_OPTIONS = OptionGroup(TrainConfig, "Training (TrainConfig)", skip={"corpus"}, rename={"num_threads": "threads"})
 MODEL_OPTIONS = OptionGroup(ModelConfig, "Model (ModelConfig)", skip=DERIVED_MODEL_FIELDS)
@@ -449,7 +449,7 @@ def map_sentences(
 
 # --- serving (serve) ---
 # The HTTP service from the `serve` extra (FastAPI + uvicorn); see textae/serve/. Every ServeSettings
-# field but `model` is an option, made from the dataclass; tests/test_cli_runtime.py checks them one to one.
+# field but `model` is an option, made from the dataclass; tests/runtime/test_cli_runtime.py checks them one to one.
 
 SERVE_OPTIONS = OptionGroup(ServeSettings, skip={"model"})
 

@@ -47,10 +47,9 @@ def check_readable_file(path: Path, *, streams: bool = True) -> None:
         raise TextaeError(f"{path}: no such file")
     if path.is_dir():
         raise TextaeError(f"{path}: is a directory, expected a text file")
-    if not path.is_file():
-        if not (streams and stat.S_ISFIFO(path.stat().st_mode)):
-            kind = "a FIFO or pipe, which training would have to read twice" if stat.S_ISFIFO(path.stat().st_mode) else "a device or socket"
-            raise TextaeError(f"{path}: not a regular file ({kind}); save the text to a file first")
+    if not path.is_file() and not (streams and stat.S_ISFIFO(path.stat().st_mode)):
+        kind = "a FIFO or pipe, which training would have to read twice" if stat.S_ISFIFO(path.stat().st_mode) else "a device or socket"
+        raise TextaeError(f"{path}: not a regular file ({kind}); save the text to a file first")
     if not os.access(path, os.R_OK):
         raise TextaeError(f"{path}: not readable (permission denied)")
 

@@ -46,5 +46,5 @@ def reached(phase: str) -> None:
         if _trace_fd is None:
             _trace_fd = os.open(_TRACE_PATH, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.write(_trace_fd, f"{phase}\n".encode())  # unbuffered: the line survives a SIGKILL
-    if _KILL_AT == (phase, count):
+    if (phase, count) == _KILL_AT:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -351,11 +351,13 @@ def describe_manifest(folder: Path, manifest: Manifest) -> list[tuple[str, str]]
         ("format", f"version {manifest.format_version}, written by textae {manifest.textae_version} on {manifest.created}"),
         (
             "model",
-            f"{model.cell} x{model.num_layers}{' bidirectional' if model.bidirectional else ''}"
-            f"{', reads back to front' if model.reverse_input else ''}, "
-            f"pooling {model.pooling}, vocab {model.vocab_size}, embedding {model.embedding_dim}, "
-            f"hidden {model.hidden_size}, sentence vector {model.latent_dim}, max_length {model.max_length}, "
-            f"{'tied' if model.tie_embeddings else 'untied'} embeddings",
+            (
+                f"{model.cell} x{model.num_layers}{' bidirectional' if model.bidirectional else ''}"
+                f"{', reads back to front' if model.reverse_input else ''}, "
+                f"pooling {model.pooling}, vocab {model.vocab_size}, embedding {model.embedding_dim}, "
+                f"hidden {model.hidden_size}, sentence vector {model.latent_dim}, max_length {model.max_length}, "
+                f"{'tied' if model.tie_embeddings else 'untied'} embeddings"
+            ),
         ),
         ("special tokens", ", ".join(f"{name} {value}" for name, value in manifest.special_tokens.items())),
         ("precisions", f"{', '.join(manifest.precisions)} (runtime loads "
@@ -377,8 +379,10 @@ def describe_manifest(folder: Path, manifest: Manifest) -> list[tuple[str, str]]
         rows.append(
             (
                 "calibrated on",
-                f"{calibration['sentences']:,} {calibration['source']}; latent mean and covariance in "
-                f"{', '.join(calibration_files(calibration))}",
+                (
+                    f"{calibration['sentences']:,} {calibration['source']}; latent mean and covariance in "
+                    f"{', '.join(calibration_files(calibration))}"
+                ),
             )
         )
     else:

@@ -60,7 +60,7 @@ def load_tokenizer(path: Path) -> Tokenizer:
         raise TextaeError(f"{path}: tokenizer file not found")
     try:
         tokenizer = Tokenizer.from_file(str(path))
-    except Exception as exc:  # the Rust side raises a bare Exception on malformed JSON
+    except Exception as exc:  # noqa: BLE001 - the Rust side raises a bare Exception on malformed JSON
         raise TextaeError(f"{path}: not a valid tokenizer.json ({str(exc).splitlines()[0]})") from None
     special_token_ids(tokenizer, where=str(path))
     return tokenizer

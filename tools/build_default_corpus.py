@@ -33,9 +33,9 @@ import sys
 import sysconfig
 import tokenize
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Iterable, Iterator
 
 from textae.atomic import atomic_write
 
@@ -531,10 +531,8 @@ def is_clean_sentence(sentence: str) -> bool:
     if upper > 0.3 * sum(c.isalpha() for c in sentence):
         # Shouting: licence disclaimers, tkinter's ALLCAPS argument specs.
         return False
-    if re.search(r"\b[a-z]+[A-Z]\w*\b", sentence):
-        # camelCase identifiers (getName, setUp) mark API text.
-        return False
-    return True
+    # camelCase identifiers (getName, setUp) mark API text.
+    return not re.search(r"\b[a-z]+[A-Z]\w*\b", sentence)
 
 
 # --- sources ---------------------------------------------------------------
@@ -549,7 +547,7 @@ def _import_quietly(name: str) -> ModuleType | None:
         ):
             warnings.simplefilter("ignore")
             return importlib.import_module(name)
-    except (Exception, SystemExit):  # ImportError, OSError, a module's own sys.exit: all mean "skip"
+    except (Exception, SystemExit):  # noqa: BLE001 - ImportError, OSError, a module's own sys.exit: all mean "skip"
         return None
 
 

@@ -1,10 +1,10 @@
-"""Regenerate tests/data/tiny-export: a tiny trained model, exported, whose vectors tests/test_pinned.py pins.
+"""Regenerate tests/data/tiny-export: a tiny trained model, exported, whose vectors tests/contract/test_pinned.py pins.
 
     python tools/make_tiny_export.py            # rewrites tests/data/tiny-export, prints the pinned values
 
 Deterministic: a fixed slice of the shipped corpus, a tiny config, seed 0, one thread. Regenerate
 it only on purpose: when the export format changes so that this folder no longer loads (then paste
-the printed values into tests/test_pinned.py), never to make a failing pinned test pass.
+the printed values into tests/contract/test_pinned.py), never to make a failing pinned test pass.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "data" / "tiny-export"
 CORPUS = ROOT / "corpora" / "python-docs.txt"
 CORPUS_LINES = 1500  # the first lines of the shipped corpus
-# The sentences whose values tests/test_pinned.py pins (short and long, one empty, one out of domain).
+# The sentences whose values tests/contract/test_pinned.py pins (short and long, one empty, one out of domain).
 SENTENCES = [
     "Return the number of items in the list.",
     "The default value is None.",
@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     values = build(args.out)
     size = sum(path.stat().st_size for path in args.out.iterdir())
-    print(f"wrote {args.out} ({size / 1e3:.0f} kB); the values for tests/test_pinned.py:", file=sys.stderr)
+    print(f"wrote {args.out} ({size / 1e3:.0f} kB); the values for tests/contract/test_pinned.py:", file=sys.stderr)
     print(json.dumps(values))
 
 

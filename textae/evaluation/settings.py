@@ -1,7 +1,7 @@
 """What `textae similar` and `textae map` are configured with: plain dataclasses whose fields are the
 commands' options (the CLI imports this module at start, so it imports nothing heavy).
 
-Each field's trailing comment is its option's --help; tests/test_cli_evaluate.py checks that fields
+Each field's trailing comment is its option's --help; tests/evaluation/test_cli_evaluate.py checks that fields
 and options stay one to one.
 """
 

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from textae.batching import DEFAULT_BATCH_SIZE
-
 from textae.manifest import CALIBRATION_PERCENTILES, LATENT_COVARIANCE_FILE, LATENT_MEAN_FILE, percentile_key
 from textae.runtime.model import TextAE
 from textae.training.data import open_token_store

@@ -149,7 +149,10 @@ def export_model(
         replace_folder(build_dir, out_dir)
     except OSError as exc:
         shutil.rmtree(build_dir, ignore_errors=True)
-        raise no_space_error(exc, out_dir) or exc
+        error = no_space_error(exc, out_dir)
+        if error is None:
+            raise
+        raise error from exc
     except BaseException:
         shutil.rmtree(build_dir, ignore_errors=True)
         raise
@@ -224,7 +227,7 @@ def _manifest(
         producer={"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
         training=training,
         tables={},
-        job_precisions={job: "fp32" for job in JOBS},  # until the int8 gates say otherwise
+        job_precisions=dict.fromkeys(JOBS, "fp32"),  # until the int8 gates say otherwise
     )
 
 

@@ -227,7 +227,7 @@ def graph_shapes(config: ModelConfig) -> GraphShapes:
     embedding = ("float32", ["batch", latent])
     return {
         "encoder": {"input_ids": ids, "lengths": lengths, "sentence_embedding": embedding,
-                    "features": ("float32", ["batch", config.feature_dim])},  # fmt: skip
+                    "features": ("float32", ["batch", config.feature_dim])},
         "decoder_greedy": {"sentence_embedding": embedding, "max_length": ("int64", []), "token_ids": ("int64", ["batch", "steps"])},
         "decoder_score": {"input_ids": ids, "lengths": lengths, "score": ("float32", ["batch"])},
         "decoder_init": {"sentence_embedding": embedding, "state": state},

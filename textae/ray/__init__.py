@@ -28,9 +28,10 @@ import_optional("ray", _PURPOSE)
 import_optional("ray.data", _PURPOSE)  # ray without its [data] extra lacks pyarrow and pandas
 import_optional("pyarrow", _PURPOSE)
 
-from textae.ray.job import RaySettings, RaySummary, embed_files, map_files, score_files
-from textae.ray.mapper import COLUMNS, MapSettings, TextAEMapper
-from textae.ray.shipping import ShippedExport, open_export, ship_export
+# after the checks above: a missing extra is their one-line hint, not an ImportError from a submodule
+from textae.ray.job import RaySettings, RaySummary, embed_files, map_files, score_files  # noqa: E402
+from textae.ray.mapper import COLUMNS, MapSettings, TextAEMapper  # noqa: E402
+from textae.ray.shipping import ShippedExport, open_export, ship_export  # noqa: E402
 
 __all__ = [
     "COLUMNS",

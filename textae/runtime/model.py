@@ -84,7 +84,7 @@ class TextAE:
         if precision is not None:
             if precision not in PRECISIONS or precision not in available:
                 raise TextaeError(f"{folder}: precision {precision!r} not available; this export has {', '.join(available)}")
-            precisions = {job: precision for job in JOBS}
+            precisions = dict.fromkeys(JOBS, precision)
         else:
             exact = int8_is_exact_on(manifest, this_cpu())
             precisions = {job: _usable(manifest.job_precision(job), available, exact) for job in JOBS}
@@ -396,7 +396,7 @@ class TextAE:
             options.add_external_initializers(list(tables), [self._table(name, entry) for name, entry in tables.items()])
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types for unreadable graphs
             raise TextaeError(f"{path}: onnxruntime cannot load this graph ({str(exc).splitlines()[0][:200]})") from None
         inputs, outputs = graph_signature(graph, self.manifest.format_version)
         found = (tuple(i.name for i in session.get_inputs()), tuple(o.name for o in session.get_outputs()))
@@ -411,7 +411,7 @@ def _compute_table(path: Path, name: str) -> np.ndarray:
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         (value,) = session.run([name], {})
-    except Exception as exc:  # onnxruntime raises its own exception types
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise TextaeError(f"{path}: onnxruntime cannot compute {name} ({str(exc).splitlines()[0][:200]})") from None
     return np.ascontiguousarray(value)
 

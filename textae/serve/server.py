@@ -31,14 +31,14 @@ def serve(settings: ServeSettings, log_level: str = "info") -> None:
     check_serve(settings)
     import uvicorn
 
-    options: dict[str, Any] = dict(
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        timeout_graceful_shutdown=int(settings.graceful_timeout) or None,
-        access_log=False,  # the metrics count requests; a log line per request costs more than inference
-        server_header=False,
-    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": log_level,
+        "timeout_graceful_shutdown": int(settings.graceful_timeout) or None,
+        "access_log": False,  # the metrics count requests; a log line per request costs more than inference
+        "server_header": False,
+    }
     # uvicorn re-raises the signal that stopped it once it has shut down; with the default handler a
     # SIGTERM would then kill the process (status 143) after a clean drain. Exit 0 instead.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))

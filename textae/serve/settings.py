@@ -24,7 +24,7 @@ def available_cores() -> int:
 @dataclass
 class ServeSettings:
     """Options of `textae serve`: each field but `model` (the MODEL argument) is the option of the same
-    name, and its trailing comment is that option's --help (tests/test_cli_runtime.py checks both)."""
+    name, and its trailing comment is that option's --help (tests/runtime/test_cli_runtime.py checks both)."""
 
     model: str  # export folder written by `textae export`
     host: str = "127.0.0.1"  # interface to listen on (0.0.0.0 to accept connections from other machines)

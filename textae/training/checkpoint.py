@@ -73,7 +73,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise TextaeError(f"{path}: checkpoint not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, wrong format, or a pickle that needs arbitrary code
+    except Exception as exc:  # noqa: BLE001 - truncated zip, wrong format, or a pickle that needs arbitrary code
         raise TextaeError(f"{path}: not a readable textae checkpoint ({str(exc).splitlines()[0][:200]})") from None
 
 

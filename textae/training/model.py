@@ -257,7 +257,7 @@ class Autoencoder(nn.Module):
             step_logits.append(logits)
             if step + 1 < gold_inputs.size(1):
                 gold = gold_inputs[:, step : step + 2]
-                next_input = mix_inputs(gold, ratio, lambda fed: logits.argmax(dim=-1)[fed])[:, 1:]
+                next_input = mix_inputs(gold, ratio, lambda fed, logits=logits: logits.argmax(dim=-1)[fed])[:, 1:]
         return torch.cat(step_logits, dim=1)
 
     @torch.no_grad()
