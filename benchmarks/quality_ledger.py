@@ -221,8 +221,8 @@ def agreements(rows: list[dict[str, Any]]) -> list[Agreement]:
             group[row["stage"]][float(row["budget_seconds"])][settings_key(row["settings"])] = row
     found = []
     for (cpu_kind, _), group in groups.items():
-        for screen_budget, screens in sorted(group["screen"].items()):
-            for final_budget, finals in sorted(group["final"].items()):
+        for _screen_budget, screens in sorted(group["screen"].items()):
+            for _final_budget, finals in sorted(group["final"].items()):
                 both = [key for key in screens if key in finals]
                 if len(both) < 2:
                     continue

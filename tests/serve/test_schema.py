@@ -10,12 +10,12 @@ import pytest
 pytest.importorskip("schemathesis")
 pytest.importorskip("fastapi")
 import schemathesis
-from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
 
 # imported here, at collection, not first inside the fixture: CPython 3.11.7 raised "AST constructor
 # recursion depth mismatch" compiling this large module from deep in a full suite's stack
-import schemathesis.specs.openapi.schemas  # noqa: E402, F401
+import schemathesis.specs.openapi.schemas
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
