@@ -30,6 +30,9 @@ def ray_session(address: str | None) -> Iterator[None]:
         ray.shutdown()
 
 
+JOB_BLOCK_BYTES = 1 << 20  # a read chunk of 4,096 lines of text is a few hundred KB
+
+
 @contextmanager
 def job_context(*, ray_progress: bool) -> Iterator[None]:
     """Ray Data settings while one job's Dataset is built and run.
@@ -40,8 +43,13 @@ def job_context(*, ray_progress: bool) -> Iterator[None]:
     TextaeError for a user error, the full traceback otherwise); ray-data.log keeps them all.
     """
     context = ray.data.DataContext.get_current()
-    saved = context.enable_progress_bars, context.raise_original_map_exception
+    saved = context.enable_progress_bars, context.raise_original_map_exception, context.target_max_block_size
     context.enable_progress_bars = ray_progress
+    # Ray Data buffers a map task's output into blocks of up to target_max_block_size (128 MiB by
+    # default), so the read task's chunks of one file came out as ONE block, which one actor then
+    # embedded alone while the others idled, holding the whole file in memory. Blocks of about one
+    # chunk spread a file over every actor (docs/ray.md has the figures).
+    context.target_max_block_size = JOB_BLOCK_BYTES
     # Ray Data wraps what a map function raises in a UserCodeException that reaches the driver
     # without it (only as text); raised as it is, a TextaeError arrives whole (user_error)
     context.raise_original_map_exception = True
@@ -54,7 +62,7 @@ def job_context(*, ray_progress: bool) -> Iterator[None]:
             warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
             yield
     finally:
-        context.enable_progress_bars, context.raise_original_map_exception = saved
+        context.enable_progress_bars, context.raise_original_map_exception, context.target_max_block_size = saved
         for handler in consoles:
             handler.removeFilter(_below_error)
 
