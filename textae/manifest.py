@@ -415,13 +415,14 @@ def describe_manifest(folder: Path, manifest: Manifest) -> list[tuple[str, str]]
 INT8_WEIGHT_BITS = 7  # what textae's int8 weights keep, so that they are exact on every x86-64 CPU
 
 
-def int8_is_exact_on(manifest: Manifest, cpu: CpuInfo) -> bool:
-    """Whether the export's int8 graphs compute exact integer sums on this CPU: always with 7-bit
-    weights; with the 8-bit weights of older exports only where pairs of products cannot saturate."""
+def int8_is_exact_on(manifest: Manifest, cpu: CpuInfo | None = None) -> bool:
+    """Whether the export's int8 graphs compute exact integer sums on cpu (default: this one, read
+    only when it matters): always with 7-bit weights; with the 8-bit weights of older exports only
+    where pairs of products cannot saturate."""
     if "int8" not in manifest.precisions:
         return True
     bits = (manifest.quantization or {}).get("weight_bits", 8)
-    return bits <= INT8_WEIGHT_BITS or not cpu.int8_pairs_saturate
+    return bits <= INT8_WEIGHT_BITS or not (cpu or this_cpu()).int8_pairs_saturate
 
 
 def _describe_tensor(tensor: TensorInfo) -> str:

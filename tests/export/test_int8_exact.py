@@ -23,9 +23,9 @@ from helpers.exports import exported
 from helpers.paths import ROOT
 from helpers.tiny import TINY_SENTENCES
 
+from textae import manifest as manifest_module
 from textae.cpu import CpuInfo, cpu_from_dict, this_cpu
 from textae.manifest import MANIFEST_FILE, Manifest, int8_is_exact_on
-from textae.runtime import model as runtime_model
 from textae.runtime.model import TextAE
 
 INT16_MAX = 32767
@@ -146,10 +146,10 @@ def test_an_older_eight_bit_export_loads_fp32_where_its_products_would_saturate(
 
     folder = _with_manifest(random_export, tmp_path / "older", older)
     assert not int8_is_exact_on(Manifest.load(folder), AVX2_ONLY) and int8_is_exact_on(Manifest.load(folder), AMX)
-    monkeypatch.setattr(runtime_model, "this_cpu", lambda: AVX2_ONLY)
+    monkeypatch.setattr(manifest_module, "this_cpu", lambda: AVX2_ONLY)
     assert TextAE.load(folder).precisions == {"embed": "fp32", "text": "fp32"}
     assert TextAE.load(folder, precision="int8").precisions == {"embed": "int8", "text": "int8"}  # asked for: allowed
-    monkeypatch.setattr(runtime_model, "this_cpu", lambda: AMX)
+    monkeypatch.setattr(manifest_module, "this_cpu", lambda: AMX)
     assert TextAE.load(folder).precisions == {"embed": "int8", "text": "int8"}
 
 

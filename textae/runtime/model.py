@@ -22,7 +22,6 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from textae.batching import DEFAULT_BATCH_SIZE, cut_at_eos, length_sorted_batches, pad_batch, unit_rows
-from textae.cpu import this_cpu
 from textae.errors import TextaeError
 from textae.manifest import (
     GRAPH_SIGNATURES,
@@ -86,7 +85,7 @@ class TextAE:
                 raise TextaeError(f"{folder}: precision {precision!r} not available; this export has {', '.join(available)}")
             precisions = dict.fromkeys(JOBS, precision)
         else:
-            exact = int8_is_exact_on(manifest, this_cpu())
+            exact = int8_is_exact_on(manifest)  # reads the CPU only for an older, 8-bit export
             precisions = {job: _usable(manifest.job_precision(job), available, exact) for job in JOBS}
         if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
             raise TextaeError(f"num_threads must be a positive integer, got {num_threads!r}")
