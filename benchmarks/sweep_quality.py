@@ -39,6 +39,8 @@ import datetime
 import fcntl
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -135,6 +137,30 @@ def bench_command(plan: Plan, name: str, settings: dict[str, Any]) -> list[str]:
     return command
 
 
+def busy_jiffies() -> tuple[int, int] | None:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat; None off Linux."""
+    try:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def cpu_shares(before: tuple[int, int] | None, after: tuple[int, int] | None, own_seconds: float) -> dict[str, float]:
+    """How much of the machine's CPU the run had, and how much other processes took meanwhile.
+
+    A time-budgeted run's figures depend on the steps it reached, so a row trained beside other
+    work is not comparable with one trained alone; this keeps the evidence in the row (nice(1)
+    does not protect a run across sessions when the kernel groups tasks by session)."""
+    if before is None or after is None or after[1] <= before[1]:
+        return {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = (after[1] - before[1]) / ticks
+    others = max(0.0, (after[0] - before[0]) / ticks - own_seconds)
+    return {"run_cpu_share": round(own_seconds / total, 3), "other_cpu_share": round(others / total, 3)}
+
+
 def run_bench(command: list[str]) -> tuple[int, float]:
     """One bench_quality.py run under the machine-wide benchmark lock: (exit status, wall seconds of
     the run itself, not of the wait for the lock)."""
@@ -199,14 +225,18 @@ def run_variant(plan: Plan, name: str, settings: dict[str, Any], cpu: dict[str, 
     command = bench_command(plan, name, settings)
     result = plan.result(name)
     result.unlink(missing_ok=True)  # never read an earlier run's figures as this one's
+    shutil.rmtree(plan.work / name, ignore_errors=True)  # scratch: an interrupted run's folder must not block this one
     git = git_state()  # before the run: the code that trains is the code at start
     print(f"sweep: {name}: {' '.join(command)}", flush=True)
+    children, machine = os.times(), busy_jiffies()
     code, wall = run_bench(command)
+    own = sum(os.times()[2:4]) - sum(children[2:4])  # the run's user + system CPU seconds
+    shares = cpu_shares(machine, busy_jiffies(), own)
     if code != 0 or not result.is_file():
         print(f"sweep: {name}: bench_quality.py exited with {code}; no row written", file=sys.stderr, flush=True)
         return False
     bench = json.loads(result.read_text(encoding="utf-8"))
-    ledger.append_row(plan.ledger, make_row(plan, name, settings, bench, git, cpu, wall))
+    ledger.append_row(plan.ledger, {**make_row(plan, name, settings, bench, git, cpu, wall), **shares})
     print(f"sweep: {name}: row appended to {plan.ledger}", flush=True)
     return True
 

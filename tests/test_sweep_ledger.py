@@ -4,6 +4,7 @@ the screen-vs-final Spearman figure. bench_quality.py is faked (no training, no 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,11 @@ def test_a_torn_last_line_does_not_swallow_the_next_row(tmp_path: Path, capsys) 
     (row,) = ledger.read_rows(path)
     assert row["variant"] == "next" and row["figures"]["exact_reconstruction"] is None  # NaN is not JSON
     assert "skipped unreadable line(s) 1" in capsys.readouterr().err
+
+
+def test_a_row_records_how_much_cpu_other_processes_took_during_the_run() -> None:
+    ticks = os.sysconf("SC_CLK_TCK")
+    # 10 s of a 2-CPU machine (20 s of CPU), 16 s busy, of which the run itself used 12 s
+    shares = sweep_quality.cpu_shares((0, 0), (16 * ticks, 20 * ticks), own_seconds=12.0)
+    assert shares == {"run_cpu_share": 0.6, "other_cpu_share": 0.2}
+    assert sweep_quality.cpu_shares(None, (1, 2), 1.0) == {}  # off Linux: nothing claimed
