@@ -87,6 +87,7 @@ class TrainConfig:
     valid: str | None = None  # a separate validation file (default: hold out valid_fraction of the corpus)
     valid_fraction: float = 0.05  # share of the corpus held out for validation when valid is not given
     max_valid_sentences: int = 2000  # cap on the held-out set so validation stays quick
+    min_valid_sentences: int = 200  # a small corpus holds out this many (at most a fifth of it): the export's p99 flag needs 99
     free_running_sentences: int = 256  # validation sentences decoded greedily without teacher forcing
     tokenizer: str | None = None  # reuse this tokenizer.json instead of training one
     vocab_size: int = 8000  # vocabulary size of a newly trained tokenizer
@@ -141,6 +142,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None:
                 _check_positive(name, value)
+        if self.min_valid_sentences < 0:
+            raise TextaeError(f"min_valid_sentences must be non-negative, got {self.min_valid_sentences}")
         if not 0.0 < self.valid_fraction < 1.0:
             raise TextaeError(f"valid_fraction must be between 0 and 1, got {self.valid_fraction}")
         for name in ("teacher_forcing_start", "teacher_forcing_end"):

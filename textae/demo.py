@@ -92,11 +92,15 @@ def run_demo(
     inside = np.arange(len(sentences)) < len(IN_DOMAIN)
     reconstructions = model.reconstruct(sentences)
     scores = model.score(sentences)
-    thresholds = {p: model.anomaly_threshold(p) for p in FLAG_PERCENTILES}
-    flagged = scores >= thresholds[FLAG_PERCENTILES[-1]]
+    # a corpus given with --corpus may be too small to support p99 (the export says so): flag at the
+    # highest of FLAG_PERCENTILES it supports
+    stored = model.score_percentiles()
+    thresholds = {p: stored[p] for p in FLAG_PERCENTILES if p in stored}
+    flag_at = max(thresholds)
+    flagged = scores >= thresholds[flag_at]
     exact = np.array([r == s for r, s in zip(reconstructions, sentences)])
     table = Table(title=f"reconstructions and anomaly scores ({model.dim}-dimensional sentence vectors; "
-                        f"flagged: above the in-domain {FLAG_PERCENTILES[-1]:g}th percentile)")  # fmt: skip
+                        f"flagged: above the in-domain {flag_at:g}th percentile)")  # fmt: skip
     for column, justify in (("sentence", "left"), ("reconstruction", "left"), ("score", "right"), ("flagged", "center"), ("domain", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for index, sentence in enumerate(sentences):

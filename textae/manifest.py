@@ -26,9 +26,13 @@ behind reconstruct, score and generate, encoder included}, each decided by its o
 both jobs are, so a reader that knows no jobs is never given a graph that failed its gate.
 
 The optional "calibration" section (absent in exports made before it existed, which still load):
-{"source", "sentences", "score_percentiles": {precision: {"50": score, ..., "99.9": score}},
-"latent_mean", "latent_covariance"}: the anomaly-score distribution of in-domain sentences the
-model never trained on, and the file names of the latent statistics (listed in "files" too).
+{"source", "sentences", "method", "score_percentiles": {precision: {"50": score, ..., "99.9": score}},
+"unsupported_percentiles": ["99.9", ...], "latent_mean", "latent_covariance"}: the anomaly-score
+distribution of in-domain sentences the model never trained on, and the file names of the latent
+statistics (listed in "files" too). "method" "conformal" (textae/conformal.py): each stored score is
+an order statistic that an unseen in-domain sentence exceeds with probability at most 1 - p/100, and
+a percentile the sample is too small for is named in "unsupported_percentiles" instead of stored.
+Exports made before "method" existed interpolated percentiles (np.percentile) and store all seven.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from textae.config import ModelConfig, from_dict, load_json, save_json, to_dict
+from textae.conformal import METHOD, sentences_needed
 from textae.cpu import CpuInfo, cpu_from_dict, this_cpu
 from textae.errors import TextaeError
 
@@ -373,9 +378,20 @@ def describe_manifest(folder: Path, manifest: Manifest) -> list[tuple[str, str]]
     rows.append(("training", f"run {training.get('run')}, step {training.get('step')}" + (f"; {shown}" if shown else "")))
     calibration = manifest.calibration
     if calibration:
+        unsupported = calibration.get("unsupported_percentiles") or []
         for precision, percentiles in sorted(calibration["score_percentiles"].items()):
-            shown = ", ".join(f"p{key} {value:.3f}" for key, value in percentiles.items())
+            shown = ", ".join([f"p{key} {value:.3f}" for key, value in percentiles.items()]
+                              + [f"p{key} unsupported" for key in unsupported])  # fmt: skip
             rows.append((f"anomaly score percentiles ({precision})", shown))
+        if calibration.get("method") == METHOD:
+            method = "conformal thresholds (an unseen in-domain sentence exceeds p99 with probability <= 1 %)"
+        else:
+            method = "interpolated percentiles (exported before textae made conformal ones; re-export for honest flag rates)"
+        rows.append(("flag thresholds", method))
+        if unsupported:
+            rows.append(("warning", f"{calibration['sentences']:,} calibration sentences cannot support "
+                         + ", ".join(f"p{key} (needs {sentences_needed(float(key)):,})" for key in unsupported)
+                         + "; train with --valid FILE holding more unseen in-domain text"))  # fmt: skip
         rows.append(
             (
                 "calibrated on",

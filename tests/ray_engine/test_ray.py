@@ -212,7 +212,7 @@ def test_the_mapper_in_a_users_own_map_batches_pipeline(cluster: Any, random_exp
     ds = ray.data.from_items([{"text": text} for text in texts], override_num_blocks=4)
     ds = ds.map_batches(
         TextAEMapper, fn_constructor_args=(ship_export(random_export),),
-        fn_constructor_kwargs={"columns": ("embedding", "score", "flagged", "reconstruction"), "flag_percentile": 99},
+        fn_constructor_kwargs={"columns": ("embedding", "score", "flagged", "reconstruction"), "flag_percentile": 95},
         batch_format="numpy", batch_size=16, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=2),
     )  # fmt: skip
     frame = ds.to_pandas()
@@ -221,7 +221,7 @@ def test_the_mapper_in_a_users_own_map_batches_pipeline(cluster: Any, random_exp
     np.testing.assert_allclose(np.stack(frame["embedding"].to_numpy()), model.embed(texts), atol=1e-6, rtol=0)
     scores = model.score(texts)
     np.testing.assert_allclose(frame["score"].to_numpy(), scores, atol=0, rtol=1e-6)
-    assert frame["flagged"].tolist() == (frame["score"].to_numpy() >= model.anomaly_threshold(99)).tolist()
+    assert frame["flagged"].tolist() == (frame["score"].to_numpy() >= model.anomaly_threshold(95)).tolist()
     assert frame["reconstruction"].tolist() == model.reconstruct(texts)
 
 

@@ -76,3 +76,30 @@ def test_batch_groups_pair_batches_of_similar_length_for_processes_stepping_toge
     assert len(full) >= len(groups) - 5  # at most one incomplete group per pool
     longest = np.array([[lengths[b].max() for b in g] for g in full])
     assert np.abs(longest[:, 0] - longest[:, 1]).mean() < 2  # vs about 20 for random pairs
+
+
+def _lines(count: int) -> list[str]:
+    return [f"{TINY_SENTENCES[index % len(TINY_SENTENCES)]} {index}" for index in range(count)]
+
+
+def test_a_small_corpus_holds_out_enough_to_support_a_p99_flag() -> None:
+    # the log corpus: 1,114 lines, of which 5 % (56) cannot support a conformal p99
+    tokenizer = train_tokenizer(TINY_SENTENCES, vocab_size=400)
+    train, valid = tokenize_with_split(_lines(1114), tokenizer, 64, 0.05, 2000, seed=3, min_valid=200)
+    assert len(valid) == 200 and len(train) == 914
+    again = tokenize_with_split(_lines(1114), tokenizer, 64, 0.05, 2000, seed=3, min_valid=200)
+    assert np.array_equal(valid.token_ids, again[1].token_ids)
+    # never more than a fifth of the corpus: 600 lines hold out 120
+    assert len(tokenize_with_split(_lines(600), tokenizer, 64, 0.05, 2000, seed=3, min_valid=200)[1]) == 120
+    # a corpus whose fifth cannot reach 99 keeps the fraction (the export names what it cannot support)
+    small = tokenize_with_split(_lines(400), tokenizer, 64, 0.05, 2000, seed=3, min_valid=200)[1]
+    plain = tokenize_with_split(_lines(400), tokenizer, 64, 0.05, 2000, seed=3)[1]
+    assert np.array_equal(small.offsets, plain.offsets) and len(small) < 40
+
+
+def test_a_large_corpus_splits_exactly_as_without_the_minimum() -> None:
+    tokenizer = train_tokenizer(TINY_SENTENCES, vocab_size=400)
+    with_minimum = tokenize_with_split(_lines(9000), tokenizer, 64, 0.05, 2000, seed=3, min_valid=200)
+    without = tokenize_with_split(_lines(9000), tokenizer, 64, 0.05, 2000, seed=3)
+    for ours, theirs in zip(with_minimum, without):
+        assert np.array_equal(ours.offsets, theirs.offsets) and np.array_equal(ours.token_ids, theirs.token_ids)

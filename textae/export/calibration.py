@@ -1,8 +1,9 @@
 """Calibration of an export on in-domain text the model never trained on: the run's validation split.
 
 Two things a user cannot get from the graphs alone:
-  - the distribution of anomaly scores of in-domain sentences (percentiles, per precision), so
-    `textae score --flag-percentile 99` can flag lines that score above 99 % of normal text;
+  - the distribution of anomaly scores of in-domain sentences (conformal percentiles, per
+    precision, see textae/conformal.py), so `textae score --flag-percentile 99` flags about 1 %
+    of unseen in-domain text, and never a percentile the sample is too small to support;
   - the mean and covariance of their sentence vectors (two small .npy files), the Gaussian that
     `textae generate` samples from.
 
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from textae.batching import DEFAULT_BATCH_SIZE
+from textae.conformal import METHOD, conformal_thresholds
 from textae.manifest import CALIBRATION_PERCENTILES, LATENT_COVARIANCE_FILE, LATENT_MEAN_FILE, percentile_key
 from textae.runtime.model import TextAE
 from textae.training.data import open_token_store
@@ -59,11 +61,12 @@ def calibrate(
         token_ids = runtime.tokenize(fallback_sentences)
         source = f"sentences from {fallback_source} (the run folder has no validation split)"
     percentiles: dict[str, dict[str, float]] = {}
+    unsupported: list[float] = []
     for precision in precisions:
         model = runtime if precision == "fp32" else TextAE.load(folder, precision=precision)
         scores = model.score_ids(token_ids, batch_size=DEFAULT_BATCH_SIZE)
-        values = np.percentile(scores.astype(np.float64), CALIBRATION_PERCENTILES)
-        percentiles[precision] = {percentile_key(p): round(float(v), 6) for p, v in zip(CALIBRATION_PERCENTILES, values)}
+        thresholds, unsupported = conformal_thresholds(scores, CALIBRATION_PERCENTILES)
+        percentiles[precision] = {percentile_key(p): round(v, 6) for p, v in thresholds.items()}
     vectors = runtime.embed_ids(token_ids, batch_size=DEFAULT_BATCH_SIZE).astype(np.float64)
     mean = vectors.mean(axis=0)
     covariance = np.cov(vectors, rowvar=False) if len(vectors) > 1 else np.zeros((len(mean), len(mean)))
@@ -72,7 +75,9 @@ def calibrate(
     return {
         "source": source,
         "sentences": len(token_ids),
+        "method": METHOD,
         "score_percentiles": percentiles,
+        "unsupported_percentiles": [percentile_key(p) for p in unsupported],
         "latent_mean": LATENT_MEAN_FILE,
         "latent_covariance": LATENT_COVARIANCE_FILE,
     }

@@ -27,6 +27,7 @@ from rich.table import Table
 from textae import __version__, faults
 from textae.atomic import finish_folder, new_build_folder, no_space_error, replace_folder
 from textae.config import ModelConfig, load_json
+from textae.conformal import sentences_needed
 from textae.corpus import iter_corpus, resolve_paths
 from textae.cpu import cpu_from_dict
 from textae.errors import TextaeError
@@ -143,6 +144,7 @@ def export_model(
             calibration = calibrate(build_dir, precisions, validation_token_ids(run_dir), sentences, source)
             manifest = replace(manifest, calibration=calibration).with_files(build_dir, precisions, [WEIGHTS_FILE, TABLES_FILE])
             manifest.save(build_dir)
+            report["calibration"] = {key: calibration[key] for key in ("sentences", "source", "unsupported_percentiles")}
         TextAE.load(build_dir)  # the runtime's own checks must accept what was written
         finish_folder(build_dir)
         faults.reached("export:replace")
@@ -306,6 +308,15 @@ def _print_report(console: Console, run_dir: Path, out_dir: Path, report: dict[s
         )
         if quantization["warning"]:
             console.print(f"[bold yellow]warning:[/] {quantization['warning']}")
+    calibration = report["calibration"]
+    unsupported = calibration["unsupported_percentiles"]
+    console.print(f"flag thresholds: conformal, from {calibration['sentences']:,} {calibration['source']}")
+    if unsupported:
+        console.print(
+            f"[bold yellow]warning:[/] {calibration['sentences']:,} calibration sentences cannot support "
+            + ", ".join(f"--flag-percentile {key} (needs {sentences_needed(float(key)):,})" for key in unsupported)
+            + "; the export refuses them. Train with --valid FILE holding more unseen in-domain text."
+        )
     loads = ", ".join(f"{precision} to {job}" for job, precision in report["job_precisions"].items())
     console.print(f"runtime loads {loads}; wrote {out_dir} in {report['seconds']} s")
 

@@ -22,6 +22,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from textae.batching import DEFAULT_BATCH_SIZE, cut_at_eos, length_sorted_batches, pad_batch, unit_rows
+from textae.conformal import sentences_needed
 from textae.errors import TextaeError
 from textae.manifest import (
     GRAPH_SIGNATURES,
@@ -186,14 +187,23 @@ class TextAE:
         return {float(key): float(value) for key, value in stored.items()}
 
     def anomaly_threshold(self, percentile: float) -> float:
-        """The score above which a sentence is rarer than `percentile` % of in-domain validation sentences."""
+        """The score an unseen in-domain sentence exceeds with probability at most 1 - percentile/100
+        (conformal, from the validation sentences; interpolated in exports made before)."""
         stored = self.score_percentiles()
         if not stored:
             raise TextaeError(f"{self.folder}: this export has no calibrated score percentiles (exported before "
                               "textae stored them); re-export the run with `textae export`")  # fmt: skip
+        calibration = self.manifest.calibration or {}
+        if percentile_key(percentile) in (calibration.get("unsupported_percentiles") or []):
+            raise TextaeError(
+                f"percentile {percentile_key(percentile)} needs at least {sentences_needed(float(percentile)):,} in-domain "
+                f"validation sentences and this export was calibrated on {calibration.get('sentences', 0):,}; its "
+                f"supported percentiles are {', '.join(percentile_key(p) for p in sorted(stored))} (or train with "
+                "--valid FILE holding more unseen in-domain text)"
+            )
         if float(percentile) not in stored:
             raise TextaeError(f"percentile must be one of {', '.join(percentile_key(p) for p in sorted(stored))} "
-                              f"(the ones this export stores), got {percentile_key(percentile)}")  # fmt: skip
+                              f"(the ones this export supports), got {percentile_key(percentile)}")  # fmt: skip
         return stored[float(percentile)]
 
     def latent_distribution(self) -> LatentDistribution:

@@ -10,7 +10,9 @@ process, holds the ids. Sentences are streamed from disk in chunks and never kep
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterable, Sequence
@@ -27,6 +29,7 @@ from textae import faults
 from textae.atomic import atomic_write_text
 from textae.batching import pad_batch
 from textae.config import TrainConfig
+from textae.conformal import sentences_needed
 from textae.corpus import chunked, iter_corpus, resolve_paths
 from textae.errors import TextaeError
 from textae.tokenizer import encode_batch, load_tokenizer, train_tokenizer
@@ -37,6 +40,8 @@ ENCODE_CHUNK = 4096  # sentences tokenized per call: large enough for the Rust s
 BUCKET_BATCHES = 50  # batches per length-sorting pool: more means less padding, less randomness
 TOKEN_DTYPE = np.int32
 STORE_FORMAT = 1
+SMALL_CORPUS_MAX_SHARE = 0.2  # the most of a small corpus held out to calibrate its export's flags
+P99_SENTENCES = sentences_needed(99.0)  # 99: the fewest validation sentences a conformal p99 needs
 
 
 @dataclass
@@ -108,6 +113,22 @@ def tokenize_corpus(sentences: Iterable[str], tokenizer: Tokenizer, max_length: 
     return builder.build()
 
 
+def small_corpus_valid_count(total: int, valid_fraction: float, min_valid: int) -> int | None:
+    """How many of a small corpus's `total` sentences to hold out instead of valid_fraction of them,
+    or None where the fraction stands.
+
+    The validation split is also the export's calibration sample, and a conformal p-th percentile
+    needs n >= p / (100 - p) sentences (99 for p99). 5 % of a 1,114-line log corpus is 56 lines:
+    too few for the p99 flag users ask for. So a small corpus holds out min_valid sentences, but
+    never more than a fifth of it, and only where that reaches the 99 a p99 needs (a smaller corpus
+    keeps its 5 %, and its export says which percentiles it cannot support).
+    """
+    wanted = min(min_valid, int(total * SMALL_CORPUS_MAX_SHARE))
+    if wanted < P99_SENTENCES or wanted <= total * valid_fraction:
+        return None
+    return wanted
+
+
 def tokenize_with_split(
     sentences: Iterable[str],
     tokenizer: Tokenizer,
@@ -116,16 +137,32 @@ def tokenize_with_split(
     max_valid: int,
     seed: int,
     train_sink: BinaryIO | None = None,
+    min_valid: int = 0,
 ) -> tuple[TokenizedCorpus, TokenizedCorpus]:
-    """Hold out a seeded random share of the stream for validation (at most max_valid sentences).
+    """Hold out a seeded random share of the stream for validation (at most max_valid sentences;
+    a small corpus holds out up to min_valid, see small_corpus_valid_count).
 
     With train_sink, the training ids are written there and the returned training corpus carries only
     offsets (the caller attaches the file).
     """
     rng = np.random.default_rng([seed, 1])
     train, valid = _CorpusBuilder(train_sink), _CorpusBuilder()
+    stream = iter(sentences)
+    # a corpus is "small" if it ends before the fraction alone would give min_valid sentences; only
+    # that head is held in memory to find out, so a large corpus streams (and splits) as before
+    head_size = math.ceil(min(min_valid, max_valid) / valid_fraction) if min_valid else 0
+    head = list(itertools.islice(stream, head_size + 1)) if head_size else []
+    if head_size and len(head) <= head_size:
+        encoded = [s for chunk in chunked(head, ENCODE_CHUNK) for s in encode_batch(tokenizer, chunk, max_length)]
+        count = small_corpus_valid_count(len(encoded), valid_fraction, min(min_valid, max_valid))
+        if count is not None:
+            held_out = np.zeros(len(encoded), dtype=bool)
+            held_out[rng.permutation(len(encoded))[:count]] = True
+            train.add([s for s, held in zip(encoded, held_out) if not held])
+            valid.add([s for s, held in zip(encoded, held_out) if held])
+            return train.build(), valid.build()
     valid_count = 0
-    for chunk in chunked(sentences, ENCODE_CHUNK):
+    for chunk in chunked(itertools.chain(head, stream), ENCODE_CHUNK):
         encoded = encode_batch(tokenizer, chunk, max_length)
         to_valid = rng.random(len(encoded)) < valid_fraction
         train_part, valid_part = [], []
@@ -163,6 +200,7 @@ def build_token_store(
     valid_sentences: Iterable[str] | None = None,
     valid_fraction: float = 0.05,
     max_valid: int = 2000,
+    min_valid: int = 0,
     seed: int = 0,
 ) -> None:
     """Tokenize once into store_dir (built beside it, then renamed: a killed build leaves no store)."""
@@ -172,7 +210,7 @@ def build_token_store(
     with open(building / "train_tokens.bin", "wb") as sink:
         if valid_sentences is None:
             train, valid = tokenize_with_split(
-                train_sentences, tokenizer, max_length, valid_fraction, max_valid, seed, sink
+                train_sentences, tokenizer, max_length, valid_fraction, max_valid, seed, sink, min_valid
             )
         else:
             builder = _CorpusBuilder(sink)
@@ -220,7 +258,7 @@ def prepare_data(
     workers.on_main(make_tokenizer)
     tokenizer = load_tokenizer(tokenizer_path)
     settings = {"max_length": config.max_length, "valid_fraction": config.valid_fraction,
-                "max_valid": config.max_valid_sentences, "seed": config.seed}  # fmt: skip
+                "max_valid": config.max_valid_sentences, "min_valid": config.min_valid_sentences, "seed": config.seed}  # fmt: skip
     store_dir = run_dir / TOKENS_DIR / token_store_key(paths, valid_paths, tokenizer_path, settings)
 
     def make_store() -> None:
@@ -231,7 +269,8 @@ def prepare_data(
             build_token_store(
                 store_dir, iter_corpus(paths), tokenizer, config.max_length,
                 valid_sentences=iter_corpus(valid_paths) if valid_paths else None,
-                valid_fraction=config.valid_fraction, max_valid=config.max_valid_sentences, seed=config.seed,
+                valid_fraction=config.valid_fraction, max_valid=config.max_valid_sentences,
+                min_valid=config.min_valid_sentences, seed=config.seed,
             )  # fmt: skip
 
     workers.on_main(make_store)
