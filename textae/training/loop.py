@@ -182,6 +182,13 @@ class _Trainer:
         self.noise = parse_noise(train_config.noise)
         self.metrics = MetricsLog(run_dir / METRICS_FILE, keep_through_step=self.state.step if restore else None)
         self.progress = make_progress(console, show_progress)
+        if train_config.softmax_samples >= self.model_config.vocab_size:
+            # a given tokenizer may be smaller than vocab_size said: each step then draws every
+            # token outside its targets, which is the full softmax (sample_candidates clips)
+            console.print(
+                f"note: softmax_samples {train_config.softmax_samples} covers the whole vocabulary "
+                f"({self.model_config.vocab_size} tokens): training uses the full softmax"
+            )
         if train_config.precision == "bf16" and not native_bf16(workers.device):
             console.print(f"note: {workers.device} has no native bf16 matmul; bf16 is emulated and slower than fp32")
 
@@ -302,6 +309,7 @@ class _Trainer:
         _, loss = self.forward(
             batch.input_ids, batch.lengths, batch.targets,
             teacher_forcing_ratio=ratio, sampling=self.config.scheduled_sampling, return_logits=False,
+            softmax_samples=self.config.softmax_samples,
         )  # fmt: skip
         if not torch.isfinite(loss):
             raise TextaeError(f"loss became {loss.item()} at step {self.state.step}; lower --learning-rate")
