@@ -86,6 +86,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "optimizer-sgd": {"optimizer": "sgd"},
     "pooling-mean": {"pooling": "mean"},
     "denoising": {"noise": "delete:0.1,swap:0.1,mask:0.1"},
+    # issue 22: the training levers (sampled softmax, the contrastive term), heavier deletion, and
+    # one combination of two screened factors
+    "sampled-softmax-1024": {"softmax_samples": 1024},
+    "sampled-softmax-256": {"softmax_samples": 256},
+    "contrastive-0.1": {"contrastive_weight": 0.1},
+    "contrastive-1": {"contrastive_weight": 1.0},
+    "denoise-delete-0.3": {"noise": "delete:0.3"},
+    "tf-only-vocab-4000": {"teacher_forcing_end": 1.0, "vocab_size": 4000},
 }
 
 

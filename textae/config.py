@@ -108,6 +108,9 @@ class TrainConfig:
     teacher_forcing_decay_steps: int | None = None  # steps to reach the end value (default: the whole run)
     scheduled_sampling: str = "parallel"  # feed predictions step by step ("step", Bengio et al.) or in two parallel passes ("parallel", faster)
     noise: str = ""  # denoising input corruption, e.g. "delete:0.1,swap:0.1,mask:0.1" (targets stay clean)
+    softmax_samples: int = 0  # training only: score each step's targets against the batch's target tokens plus this many sampled negatives instead of the whole vocabulary (0: the full softmax; validation always uses it)
+    contrastive_weight: float = 0.0  # add this times an InfoNCE loss between two views of each sentence's vector (SimCSE-style; 0: off)
+    contrastive_temperature: float = 0.05  # the InfoNCE temperature: cosine similarities are divided by it
     eval_every: int = 500  # validate every this many steps
     patience: int = 5  # stop after this many validations without improvement (0 disables)
     checkpoint_every: int = 200  # write the resumable checkpoint every this many steps
@@ -157,6 +160,17 @@ class TrainConfig:
             # byte-level BPE needs its 256 byte symbols plus the special tokens
             raise TextaeError(f"vocab_size must be at least 300 for a byte-level tokenizer, got {self.vocab_size}")
         parse_noise(self.noise)
+        if not isinstance(self.softmax_samples, int) or self.softmax_samples < 0:
+            raise TextaeError(f"softmax_samples must be 0 (the full softmax) or a positive integer, got {self.softmax_samples!r}")
+        if self.softmax_samples >= self.vocab_size:
+            raise TextaeError(
+                f"softmax_samples {self.softmax_samples} must be smaller than vocab_size {self.vocab_size} "
+                "(use 0 for the full softmax)"
+            )
+        if self.contrastive_weight < 0:
+            raise TextaeError(f"contrastive_weight must be non-negative, got {self.contrastive_weight}")
+        if not self.contrastive_temperature > 0:
+            raise TextaeError(f"contrastive_temperature must be positive, got {self.contrastive_temperature}")
         if self.grad_clip <= 0 or self.resolved_weight_decay < 0 or self.warmup_steps < 0 or self.patience < 0:
             raise TextaeError("grad_clip must be positive; weight_decay, warmup_steps and patience non-negative")
 

@@ -58,6 +58,7 @@ class TrainingState:
     train_seconds: float = 0.0  # wall-clock seconds in the training loop over all sessions (the time budget's)
     planned_steps: int | None = None  # under a time budget: the step count the schedule ends at
     losses_since_record: list[float] = field(default_factory=list)  # metrics.jsonl logs their mean
+    contrastive_since_record: list[float] = field(default_factory=list)  # the contrastive term's, likewise
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

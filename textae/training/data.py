@@ -337,16 +337,15 @@ class Batch:
     lengths: torch.Tensor  # (B,) int64, stays on the CPU (packing wants it there)
     targets: torch.Tensor  # (B, T + 1) int64: the sentence, <eos>, then <pad>
     pad_id: int  # the <pad> id of input_ids and targets (the model config's)
+    view_ids: torch.Tensor | None = None  # (B, T'') a second encoder view of each sentence (the contrastive term)
+    view_lengths: torch.Tensor | None = None  # (B,) its lengths, on the CPU like lengths
 
     def to(self, device: torch.device) -> Batch:
         if device.type == "cpu":
             return self
-        return Batch(
-            self.input_ids.pin_memory().to(device, non_blocking=True),
-            self.lengths,
-            self.targets.pin_memory().to(device, non_blocking=True),
-            self.pad_id,
-        )
+        move = lambda tensor: tensor.pin_memory().to(device, non_blocking=True)  # noqa: E731
+        view_ids = move(self.view_ids) if self.view_ids is not None else None
+        return Batch(move(self.input_ids), self.lengths, move(self.targets), self.pad_id, view_ids, self.view_lengths)
 
     @property
     def num_target_tokens(self) -> int:
@@ -375,10 +374,21 @@ def collate(
     noise: dict[str, float] | None = None,
     mask_id: int = 3,
     rng: np.random.Generator | None = None,
+    second_view: dict[str, float] | None = None,
 ) -> Batch:
-    """Pad a batch; with noise, the encoder reads a corrupted copy and the targets stay clean."""
+    """Pad a batch; with noise, the encoder reads a corrupted copy and the targets stay clean.
+
+    second_view (not None): also a second encoder view, the clean sentences corrupted by it
+    independently of the first (drawn after it from rng); {} repeats the first view's input."""
     sentences = [corpus.sentence(int(index)) for index in indices]
     inputs = [add_noise(s, noise, mask_id, rng) for s in sentences] if noise and rng is not None else sentences
     input_ids, lengths = pad_batch(inputs, pad_id)
     targets, _ = pad_batch([np.append(tokens, eos_id) for tokens in sentences], pad_id)
-    return Batch(torch.from_numpy(input_ids), torch.from_numpy(lengths), torch.from_numpy(targets), pad_id)
+    batch = Batch(torch.from_numpy(input_ids), torch.from_numpy(lengths), torch.from_numpy(targets), pad_id)
+    if second_view is not None:
+        if second_view and rng is not None:
+            view_ids, view_lengths = pad_batch([add_noise(s, second_view, mask_id, rng) for s in sentences], pad_id)
+            batch.view_ids, batch.view_lengths = torch.from_numpy(view_ids), torch.from_numpy(view_lengths)
+        else:
+            batch.view_ids, batch.view_lengths = batch.input_ids, batch.lengths
+    return batch

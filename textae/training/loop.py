@@ -38,6 +38,7 @@ from textae.training.data import collate, epoch_batch_groups, prepare_data
 from textae.training.memory import TRIM_EVERY, release_freed_memory
 from textae.training.metrics import MetricsLog, Throughput
 from textae.training.model import Autoencoder
+from textae.training.objective import TrainingObjective, second_view_noise
 from textae.training.optimizers import make_optimizer
 from textae.training.precision import MasterWeights, native_bf16, resolve_precision
 from textae.training.reporting import announce_start, make_progress, show_validation, write_summary
@@ -147,11 +148,15 @@ class _Trainer:
         torch.manual_seed(train_config.seed)  # the same initial weights on every rank
         self.model = Autoencoder(self.model_config).to(workers.device)
         self.weights = MasterWeights(self.model, train_config.precision)
-        self.forward: torch.nn.Module = self.weights.compute
+        self.objective = TrainingObjective(
+            self.weights.compute, train_config.softmax_samples,
+            train_config.contrastive_weight, train_config.contrastive_temperature,
+        )  # fmt: skip
+        self.forward: torch.nn.Module = self.objective
         if workers.distributed:
             # bf16: DDP wraps the compute copy and all-reduces its bf16 gradients, as it does fp32 ones
             device_ids = [workers.local_rank] if workers.device.type == "cuda" else None
-            self.forward = torch.nn.parallel.DistributedDataParallel(self.weights.compute, device_ids=device_ids)
+            self.forward = torch.nn.parallel.DistributedDataParallel(self.objective, device_ids=device_ids)
         self.optimizer = make_optimizer(self.model.parameters(), train_config)
         self.steps_per_epoch = len(self._my_batches(0))
         if self.steps_per_epoch == 0:
@@ -180,8 +185,19 @@ class _Trainer:
                 console, train_config, self.model, self.train_data, self.valid_data, self.total_steps, workers
             )
         self.noise = parse_noise(train_config.noise)
+        # the contrastive term's second view (None: no second view is built)
+        self.second_view = (
+            second_view_noise(self.noise, self.model_config.dropout) if train_config.contrastive_weight > 0 else None
+        )
         self.metrics = MetricsLog(run_dir / METRICS_FILE, keep_through_step=self.state.step if restore else None)
         self.progress = make_progress(console, show_progress)
+        if train_config.softmax_samples >= self.model_config.vocab_size:
+            # a given tokenizer may be smaller than vocab_size said: each step then draws every
+            # token outside its targets, which is the full softmax (sample_candidates clips)
+            console.print(
+                f"note: softmax_samples {train_config.softmax_samples} covers the whole vocabulary "
+                f"({self.model_config.vocab_size} tokens): training uses the full softmax"
+            )
         if train_config.precision == "bf16" and not native_bf16(workers.device):
             console.print(f"note: {workers.device} has no native bf16 matmul; bf16 is emulated and slower than fp32")
 
@@ -254,13 +270,15 @@ class _Trainer:
             config.teacher_forcing_schedule, state.step, config.teacher_forcing_start,
             config.teacher_forcing_end, config.teacher_forcing_decay_steps or self.total_steps,
         )  # fmt: skip
-        loss, tokens = self._optimize(indices, ratio)
+        loss, contrastive, tokens = self._optimize(indices, ratio)
         self._follow_budget()
         faults.reached("step")
         if state.step % TRIM_EVERY == 0:
             release_freed_memory()
         state.tokens_seen += tokens
         state.losses_since_record.append(loss)
+        if contrastive is not None:
+            state.contrastive_since_record.append(contrastive)
         tokens_per_second = self.throughput.add(tokens)
         self.progress.update(self.task, completed=state.step, loss=loss, tps=tokens_per_second, tf=ratio)
         if state.step % config.log_every == 0:
@@ -290,18 +308,19 @@ class _Trainer:
                  "time_budget_seconds": self.time_budget}  # fmt: skip
         return write_summary(self.run_dir, state, self.total_steps, self.console, extra)
 
-    def _optimize(self, indices: np.ndarray, ratio: float) -> tuple[float, float]:
-        """One optimisation step; returns (loss, target tokens over all ranks)."""
+    def _optimize(self, indices: np.ndarray, ratio: float) -> tuple[float, float | None, float]:
+        """One optimisation step; returns (reconstruction loss, contrastive loss or None, target tokens
+        over all ranks). The reconstruction loss is the sampled estimate under softmax_samples."""
         self.model.train()
         cfg = self.model_config
         # noise is a pure function of (seed, step, rank): a resumed run corrupts the same way
         rng = np.random.default_rng([self.config.seed, self.state.step, self.workers.rank])
-        batch = collate(self.train_data, indices, cfg.pad_id, cfg.eos_id, self.noise, cfg.unk_id, rng)
+        batch = collate(self.train_data, indices, cfg.pad_id, cfg.eos_id, self.noise, cfg.unk_id, rng, self.second_view)
         batch = batch.to(self.workers.device)
         self.weights.refresh()  # bf16: round the master weights into the compute copy
-        _, loss = self.forward(
-            batch.input_ids, batch.lengths, batch.targets,
-            teacher_forcing_ratio=ratio, sampling=self.config.scheduled_sampling, return_logits=False,
+        loss, reconstruction, contrastive = self.forward(
+            batch.input_ids, batch.lengths, batch.targets, ratio, self.config.scheduled_sampling,
+            batch.view_ids, batch.view_lengths,
         )  # fmt: skip
         if not torch.isfinite(loss):
             raise TextaeError(f"loss became {loss.item()} at step {self.state.step}; lower --learning-rate")
@@ -313,7 +332,8 @@ class _Trainer:
         self.scheduler.step()
         self.state.step += 1
         self.state.batch_in_epoch += 1
-        return loss.item(), self.workers.sum(float(batch.num_target_tokens))
+        contrastive_value = contrastive.item() if contrastive is not None else None
+        return reconstruction.item(), contrastive_value, self.workers.sum(float(batch.num_target_tokens))
 
     def _follow_budget(self) -> None:
         """Re-plan the step count for the time budget; rank 0's plan is every rank's plan."""
@@ -326,16 +346,20 @@ class _Trainer:
             self.progress.update(self.task, total=planned)
 
     def _record_training(self, ratio: float, tokens_per_second: float) -> None:
-        """A "train" record: the mean loss since the last one; it starts the next throughput window."""
+        """A "train" record: the mean loss since the last one; it starts the next throughput window.
+
+        "loss" is the reconstruction cross-entropy (as in runs without the contrastive term, so
+        their curves compare); "contrastive_loss" the InfoNCE term before its weight, when on."""
         state = self.state
-        self.metrics.write(
-            {"type": "train", "step": state.step, "epoch": state.epoch,
-             "loss": float(np.mean(state.losses_since_record)),
-             "learning_rate": self.scheduler.get_last_lr()[0], "teacher_forcing_ratio": ratio,
-             "tokens_per_second": tokens_per_second}
-        )  # fmt: skip
+        record = {"type": "train", "step": state.step, "epoch": state.epoch,
+                  "loss": float(np.mean(state.losses_since_record)),
+                  "learning_rate": self.scheduler.get_last_lr()[0], "teacher_forcing_ratio": ratio,
+                  "tokens_per_second": tokens_per_second}  # fmt: skip
+        if state.contrastive_since_record:
+            record["contrastive_loss"] = float(np.mean(state.contrastive_since_record))
+        self.metrics.write(record)
         self.throughput.restart()
-        state.losses_since_record = []
+        state.losses_since_record, state.contrastive_since_record = [], []
 
     def _validate(self) -> bool:
         """Validate on rank 0 and keep the best weights; True (on every rank) when early stopping says stop."""

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from textae.config import ModelConfig
+from textae.training.sampled_softmax import sample_candidates
 
 RNN_CLASSES: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -175,6 +176,12 @@ class Decoder(nn.Module):
             return F.linear(self.output_projection(outputs), self.embedding.weight, self.output_bias)
         return self.output(outputs)
 
+    def project_onto(self, outputs: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+        """The logits of only these token ids: outputs (N, H), token_ids (C,) -> (N, C) (sampled softmax)."""
+        if self.config.tie_embeddings:
+            return F.linear(self.output_projection(outputs), self.embedding.weight[token_ids], self.output_bias[token_ids])
+        return F.linear(outputs, self.output.weight[token_ids], self.output.bias[token_ids])
+
 
 class Autoencoder(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
@@ -202,6 +209,8 @@ class Autoencoder(nn.Module):
         teacher_forcing_ratio: float = 1.0,
         sampling: str = "parallel",
         return_logits: bool = True,
+        softmax_samples: int = 0,
+        sentence_embedding: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Reconstruct targets (default: the input followed by <eos>) from the input's vector.
 
@@ -215,10 +224,16 @@ class Autoencoder(nn.Module):
         teacher-forced pass without gradient and then decodes the mixed inputs in one call
         (two-pass scheduled sampling, Duckworth et al. 2019 / Mihaylova & Martins 2019), which keeps
         the fast whole-sequence RNN kernel.
+        softmax_samples > 0 (training, return_logits=False, parallel sampling) scores each target
+        against the batch's targets and that many sampled negatives instead of the whole vocabulary
+        (textae.training.sampled_softmax): a cheaper estimate of the same loss. sentence_embedding,
+        when given, is decoded instead of encoding input_ids again (the contrastive objective
+        encodes the batch itself).
         """
         if targets is None:
             targets = append_eos(input_ids, lengths, self.config)
-        sentence_embedding = self.encode(input_ids, lengths)
+        if sentence_embedding is None:
+            sentence_embedding = self.encode(input_ids, lengths)
         state = self.decoder.initial_state(sentence_embedding)
         bos = torch.full_like(targets[:, :1], self.config.bos_id)
         gold_inputs = torch.cat([bos, targets[:, :-1]], dim=1)  # (B, T')
@@ -241,10 +256,12 @@ class Autoencoder(nn.Module):
             return _loss(self.decoder.project(outputs), targets, self.config.pad_id, True)
         real = targets != self.config.pad_id  # (B, T')
         # the vocabulary projection and its softmax are the costliest part of a step: skip the padding
+        if softmax_samples > 0 and self.training:
+            candidates, target_index, log_weight = sample_candidates(targets[real], self.config.vocab_size, softmax_samples)
+            logits = self.decoder.project_onto(outputs[real], candidates)  # (N, C)
+            return None, cross_entropy_in_float32(logits, target_index, log_weight)
         logits = self.decoder.project(outputs[real])  # (N, V)
-        if logits.dtype == torch.float32:
-            return None, F.cross_entropy(logits, targets[real])
-        return None, Float32CrossEntropy.apply(logits, targets[real])
+        return None, cross_entropy_in_float32(logits, targets[real])
 
     def _scheduled_sampling(
         self, gold_inputs: torch.Tensor, sentence_embedding: torch.Tensor, state: RecurrentState, ratio: float
@@ -299,6 +316,15 @@ def _loss(
     return (logits if return_logits else None), loss
 
 
+def cross_entropy_in_float32(
+    logits: torch.Tensor, targets: torch.Tensor, log_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean cross-entropy of logits (N, C) (+ a float32 per-column log_weight (C,)), computed in float32."""
+    if logits.dtype == torch.float32:
+        return F.cross_entropy(logits if log_weight is None else logits + log_weight, targets)
+    return Float32CrossEntropy.apply(logits, targets, log_weight)
+
+
 class Float32CrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of low-precision logits (N, V), with log-softmax and loss in float32.
 
@@ -306,31 +332,39 @@ class Float32CrossEntropy(torch.autograd.Function):
     (N, V) array several times more and was the largest cost of a bf16 step after the LSTM (92 ms of
     a 290 ms step at batch 128). Here float32 exists one block of rows at a time, in cache; the
     loss equals the cast-first one to float32 rounding and the gradient comes back in the logits' dtype.
+    log_weight (C,) float32, when given, is added to every row in float32 (the sampled softmax's
+    correction, which rounding into bf16 first would blur); the gradient is that of the sum.
     """
 
     ROWS = 128  # rows per float32 block: 128 x 8000 floats = 4 MB
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        log_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        offset = torch.zeros(logits.size(1), device=logits.device) if log_weight is None else log_weight  # (C,)
         log_normalizer = torch.empty(logits.size(0), dtype=torch.float32, device=logits.device)  # (N,)
         for start in range(0, logits.size(0), Float32CrossEntropy.ROWS):
             block = slice(start, start + Float32CrossEntropy.ROWS)
-            log_normalizer[block] = torch.logsumexp(logits[block].float(), dim=1)
-        target_logits = logits.gather(1, targets.unsqueeze(1)).squeeze(1).float()
-        ctx.save_for_backward(logits, targets, log_normalizer)
+            log_normalizer[block] = torch.logsumexp(logits[block].float() + offset, dim=1)
+        target_logits = logits.gather(1, targets.unsqueeze(1)).squeeze(1).float() + offset[targets]
+        ctx.save_for_backward(logits, targets, log_normalizer, offset)
         return (log_normalizer - target_logits).mean()
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad_loss: torch.Tensor) -> tuple[torch.Tensor, None]:
-        logits, targets, log_normalizer = ctx.saved_tensors  # type: ignore[attr-defined]
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_loss: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        logits, targets, log_normalizer, offset = ctx.saved_tensors  # type: ignore[attr-defined]
         grad = torch.empty_like(logits)
         scale = grad_loss.float() / logits.size(0)
         for start in range(0, logits.size(0), Float32CrossEntropy.ROWS):
             block = slice(start, start + Float32CrossEntropy.ROWS)
-            probabilities = (logits[block].float() - log_normalizer[block].unsqueeze(1)).exp_()  # softmax
+            probabilities = (logits[block].float() + offset - log_normalizer[block].unsqueeze(1)).exp_()  # softmax
             probabilities.scatter_add_(1, targets[block].unsqueeze(1), torch.full_like(probabilities[:, :1], -1.0))
             grad[block] = probabilities.mul_(scale)
-        return grad, None
+        return grad, None, None
 
 
 def mix_inputs(
