@@ -33,7 +33,7 @@ def test_percentiles_are_those_of_the_runs_validation_sentences(trained_export: 
 
 def test_latent_statistics_are_the_mean_and_covariance_of_validation_vectors(trained_export: Path) -> None:
     model = TextAE.load(trained_export)
-    vectors = model.embed(TINY_SENTENCES).astype(np.float64)
+    vectors = model.embed(TINY_SENTENCES, raw=True).astype(np.float64)  # the latent Gaussian is of raw vectors
     distribution = model.latent_distribution()
     np.testing.assert_allclose(distribution.mean, vectors.mean(axis=0), atol=1e-5, rtol=0)
     np.testing.assert_allclose(distribution.covariance, np.cov(vectors, rowvar=False), atol=1e-5, rtol=0)

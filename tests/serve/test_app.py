@@ -108,7 +108,7 @@ def test_score_reconstruct_and_decode_equal_library(export: Path, library: TextA
             assert texts["texts"] == [library.reconstruct([s], max_length=12)[0] for s in sentences[:4]]
             assert texts["truncated"] == [False] * 4
 
-            vectors = library.embed(sentences[:3])
+            vectors = library.embed(sentences[:3], raw=True)
             decoded = (await client.post("/decode", json={"vectors": vectors.tolist()})).json()
             assert decoded["texts"] == library.decode(vectors)
 
@@ -305,10 +305,10 @@ def test_body_over_the_cap_is_413_by_header_and_by_streamed_bytes(export: Path) 
 )
 def test_bad_requests_are_422_naming_the_field(export: Path, library: TextAE, path: str, body: bytes, param: str | None) -> None:
     if path == "WIDTH-NAN":
-        rows = [[0.0] * library.dim, [0.0] * library.dim]
-        path, body = "/decode", json.dumps({"vectors": rows}).replace("0.0", "NaN", library.dim + 4).replace("NaN", "0.0", library.dim + 3).encode()
+        rows = [[0.0] * library.raw_dim, [0.0] * library.raw_dim]
+        path, body = "/decode", json.dumps({"vectors": rows}).replace("0.0", "NaN", library.raw_dim + 4).replace("NaN", "0.0", library.raw_dim + 3).encode()
     elif path == "WIDTH-OVERFLOW":  # finite as float64, infinite as float32
-        path, body = "/decode", json.dumps({"vectors": [[1e39] + [0.0] * (library.dim - 1)]}).encode()
+        path, body = "/decode", json.dumps({"vectors": [[1e39] + [0.0] * (library.raw_dim - 1)]}).encode()
 
     async def scenario() -> None:
         async with served(export, max_inputs=4, max_chars=50) as client:

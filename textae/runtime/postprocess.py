@@ -22,8 +22,11 @@ from textae.errors import TextaeError
 
 WHITEN = "whiten"
 POSTPROCESS_METHODS = ("whiten", "none")  # what `textae export --postprocess` accepts
-EPS_RELATIVE = 1e-6  # eps = this times the largest variance: bounds the scaling of near-empty directions
-RANK_RELATIVE = 1e-10  # directions with less variance than this times the largest are dropped (rank)
+# Directions with less variance than RANK_RELATIVE times the largest are dropped (the sample's
+# numerical rank: float64 eigenvalues are exact to about 1e-16 of the largest); eps, far below that,
+# keeps every scale finite and leaves each kept direction's whitened variance above 0.99.
+RANK_RELATIVE = 1e-8
+EPS_RELATIVE = 1e-10
 
 
 @dataclass(frozen=True)
