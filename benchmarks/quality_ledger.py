@@ -288,7 +288,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             for method, scores in row["figures"].get("results", {}).items():
                 if not method.startswith("textae"):
                     baselines[method] = scores
-                    baselines_whitened[method] = (row["figures"].get("results_whitened") or {}).get(method) or {}
+                    whitened = (row["figures"].get("results_whitened") or {}).get(method)
+                    if whitened:  # rows written before whitening have none: keep another row's
+                        baselines_whitened[method] = whitened
         for method, scores in baselines.items():
             cells = ["" for _ in COLUMNS]
             titles = list(COLUMNS)

@@ -91,6 +91,26 @@ def test_embed_equals_library_per_sentence(export: Path, library: TextAE) -> Non
     run(scenario())
 
 
+def test_embed_whitens_by_default_and_raw_returns_the_encoders_vectors(export: Path, library: TextAE) -> None:
+    sentences = TINY_SENTENCES[:5]
+
+    async def scenario() -> None:
+        async with served(export) as client:
+            default = (await client.post("/embed", json={"inputs": sentences})).json()["embeddings"]
+            raw = (await client.post("/embed", json={"inputs": sentences, "raw": True})).json()["embeddings"]
+            np.testing.assert_allclose(default, library.embed(sentences), atol=1e-5, rtol=0)
+            np.testing.assert_allclose(raw, library.embed(sentences, raw=True), atol=1e-5, rtol=0)
+            assert library.postprocessing() is not None and not np.allclose(np.array(default), np.array(raw)[:, : library.dim], atol=1e-3)
+            decoded = (await client.post("/decode", json={"vectors": raw})).json()["texts"]  # /decode reads what raw gives
+            assert decoded == library.decode(np.array(raw, dtype=np.float32))
+            info = (await client.get("/info")).json()
+            assert (info["dim"], info["raw_dim"]) == (library.dim, library.raw_dim)
+            wrong = await client.post("/embed", json={"inputs": sentences, "raw": "maybe"})
+            assert wrong.status_code == 422
+
+    run(scenario())
+
+
 def test_score_reconstruct_and_decode_equal_library(export: Path, library: TextAE) -> None:
     sentences = TINY_SENTENCES[:6] + [LONG]
 

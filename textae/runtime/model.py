@@ -4,8 +4,9 @@ Imports only numpy, onnxruntime, tokenizers, the standard library and torch-free
 it runs in an install without torch (a test imports it with torch blocked).
 
     model = TextAE.load("export/my-run")
-    vectors = model.embed(["the cat sat on the mat.", "a dog ran in the park."])  # (2, latent_dim) float32
-    model.decode((vectors[:1] + vectors[1:]) / 2)  # text from the point halfway between them
+    vectors = model.embed(["the cat sat on the mat.", "a dog ran in the park."])  # (2, dim) float32, whitened
+    raw = model.embed(["the cat sat on the mat.", "a dog ran in the park."], raw=True)  # (2, latent_dim)
+    model.decode((raw[:1] + raw[1:]) / 2)          # text from the point halfway between them
     model.score(["the cat sat on the mat."])       # mean token NLL: higher is more anomalous
 """
 
@@ -385,7 +386,7 @@ class TextAE:
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.raw_dim:
-            raise TextaeError(f"expected raw sentence vectors of shape (N, {self.raw_dim}), got {vectors.shape}")
+            raise TextaeError(f"expected vectors of shape (N, {self.raw_dim}) (raw sentence vectors, as embed(..., raw=True) gives), got {vectors.shape}")
         if not np.isfinite(vectors).all():
             raise TextaeError("vectors contain NaN or infinity")
         return np.ascontiguousarray(vectors)
