@@ -29,12 +29,12 @@ LEDGER_VERSION = 1
 STAGES = ("screen", "final")
 
 
-def _textae(row: dict[str, Any], task: str) -> float | None:
-    return (row["figures"].get("results", {}).get("textae") or {}).get(task)
+def _textae(row: dict[str, Any], task: str, key: str = "results", method: str = "textae") -> float | None:
+    return ((row["figures"].get(key) or {}).get(method) or {}).get(task)
 
 
-def _best_probe(row: dict[str, Any]) -> float | None:
-    results = row["figures"].get("results", {})
+def _best_probe(row: dict[str, Any], key: str = "results") -> float | None:
+    results = row["figures"].get(key) or {}
     values = [(results.get(name) or {}).get("probe average") for name in ("textae", "textae features")]
     return max((v for v in values if v is not None), default=None)
 
@@ -58,6 +58,10 @@ COLUMNS: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "SICK trial": (RANKING["SICK trial"], "{:.1f}"),
     "probes, vector": (lambda r: _textae(r, "probe average"), "{:.1f}"),
     "probes, features": (lambda r: (r["figures"].get("results", {}).get("textae features") or {}).get("probe average"), "{:.1f}"),
+    # whitened (issue 22; rows written before have none): the export's stored whitening
+    "STS-B dev, whitened": (lambda r: _textae(r, "STS-B dev", "results_whitened"), "{:.1f}"),
+    "STS-B dev, features whitened": (lambda r: _textae(r, "STS-B dev", "results_whitened", "textae features"), "{:.1f}"),
+    "probes, whitened best": (lambda r: _best_probe(r, "results_whitened"), "{:.1f}"),
     "AUROC": (RANKING["AUROC"], "{:.4f}"),
     "flagged in-domain %": (lambda r: (r["figures"].get("anomaly") or {}).get("in_flagged"), "{:.1f}"),
     "generated new+self %": (lambda r: (r["figures"].get("generation") or {}).get("new_and_reconstruct_themselves"), "{:.1f}"),
@@ -277,17 +281,24 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         out.append("| variant | rank score | " + " | ".join(COLUMNS) + " |")
         out.append("| --- |" + " ---: |" * (len(COLUMNS) + 1))
         baselines: dict[str, dict[str, float]] = {}
+        baselines_whitened: dict[str, dict[str, float]] = {}
         for score, row in ranked(group):
             cells = [_cell(get(row), fmt) for get, fmt in COLUMNS.values()]
             out.append(f"| {row['variant']} | {score:.2f} | " + " | ".join(cells) + " |")
             for method, scores in row["figures"].get("results", {}).items():
                 if not method.startswith("textae"):
                     baselines[method] = scores
+                    whitened = (row["figures"].get("results_whitened") or {}).get(method)
+                    if whitened:  # rows written before whitening have none: keep another row's
+                        baselines_whitened[method] = whitened
         for method, scores in baselines.items():
             cells = ["" for _ in COLUMNS]
             titles = list(COLUMNS)
             for title, task in (("STS-B dev", "STS-B dev"), ("SICK trial", "SICK trial"), ("probes, vector", "probe average")):
                 cells[titles.index(title)] = _cell(scores.get(task), "{:.1f}")
+            whitened = baselines_whitened.get(method) or {}
+            cells[titles.index("STS-B dev, whitened")] = _cell(whitened.get("STS-B dev"), "{:.1f}")
+            cells[titles.index("probes, whitened best")] = _cell(whitened.get("probe average"), "{:.1f}")
             out.append(f"| *{method}* | | " + " | ".join(cells) + " |")
         out.append("")
     found = agreements(rows)

@@ -62,7 +62,8 @@ LOCK = Path("/tmp/textae-bench.lock")
 STAGE_BUDGETS = {"screen": "6m", "final": "30m"}
 REFERENCE = "defaults"  # the variant that trains the baselines, and always reaches the final stage
 # the parts of bench_quality.py's --json that are figures or facts of the run (not its paths and arguments)
-FIGURE_KEYS = ("results", "exact_reconstruction", "reconstructed", "anomaly", "generation", "textae", "targets_met", "cpu_seconds")
+FIGURE_KEYS = ("results", "results_whitened", "whitening", "results_compared", "exact_reconstruction", "reconstructed", "anomaly",
+               "generation", "textae", "targets_met", "cpu_seconds")  # fmt: skip
 
 # name -> settings; one factor at a time from the defaults (what issue 13 asks to sweep)
 VARIANTS: dict[str, dict[str, Any]] = {

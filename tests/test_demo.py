@@ -30,7 +30,7 @@ def test_demo_prints_the_in_and_out_of_domain_contrast(tmp_path: Path) -> None:
     assert 0 <= result["in_domain_flagged"] <= len(IN_DOMAIN) and 0 <= result["out_of_domain_flagged"] <= len(OUT_OF_DOMAIN)
     # the contrast row is the centred cosines of the exported model's own vectors, recomputed here
     model = TextAE.load(tmp_path / "export")
-    vectors = model.embed(IN_DOMAIN + OUT_OF_DOMAIN) - model.latent_distribution().mean
+    vectors = model.embed(IN_DOMAIN + OUT_OF_DOMAIN, raw=True) - model.latent_distribution().mean
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     docs, others = unit[: len(IN_DOMAIN)], unit[len(IN_DOMAIN) :]
     within = (docs @ docs.T)[~np.eye(len(docs), dtype=bool)].mean()

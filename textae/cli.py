@@ -173,11 +173,13 @@ def export(
     out: Annotated[Optional[Path], typer.Option(help="Folder to write (default: export/<run folder name>).")] = None,
     quantize: Annotated[str, typer.Option(help="int8: also write int8 graphs, loaded by default when they pass the accuracy gate; none: fp32 only.")] = "int8",
     opset: Annotated[int, typer.Option(help="ONNX opset version.")] = DEFAULT_OPSET,
+    postprocess: Annotated[str, typer.Option(help="whiten: store a whitening of the sentence vector and features, fitted on up to 20,000 training sentences of the run, that embed applies by default (raw vectors with embed --raw); none: embed returns raw vectors.")] = "whiten",
+    whiten_dim: Annotated[Optional[int], typer.Option(metavar="K", help="Keep the K largest whitened directions of each output (default: the full width of each).", show_default=False)] = None,
 ) -> None:
     """Export a trained run to a self-contained ONNX folder that runs without torch."""
     from textae.export.folder import default_export_dir, export_model
 
-    export_model(run_dir, out or default_export_dir(run_dir), quantize=quantize, opset=opset)
+    export_model(run_dir, out or default_export_dir(run_dir), quantize=quantize, opset=opset, postprocess=postprocess, whiten_dim=whiten_dim)
 
 
 @app.command()
@@ -189,6 +191,7 @@ def embed(
     batch_size: Annotated[int, typer.Option(help="Sentences per onnxruntime call.")] = DEFAULT_BATCH_SIZE,
     normalize: Annotated[bool, typer.Option(help="Scale every vector to unit length.")] = False,
     output: Annotated[str, typer.Option(help="sentence_embedding (the latent vector) or features (mean and max of the encoder's top-layer states, 2 x hidden x directions wide).")] = "sentence_embedding",
+    raw: Annotated[bool, typer.Option("--raw", help="The encoder's raw vectors, without the whitening the export stores and applies by default (`textae info` shows it).")] = False,
     threads: Annotated[Optional[int], typer.Option(help=_RAY_THREADS_HELP)] = None,
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
     engine: Annotated[str, typer.Option(help=_ENGINE_HELP)] = "local",
@@ -199,7 +202,7 @@ def embed(
     if _ray_engine(engine, sources, address=address, workers=workers):
         from textae.ray import embed_files
 
-        summary = embed_files(model, sources, out, normalize=normalize, output=output, precision=precision,
+        summary = embed_files(model, sources, out, normalize=normalize, output=output, raw=raw, precision=precision,
                               batch_size=batch_size, ray_settings=_ray_settings(address, workers, threads))  # fmt: skip
         typer.echo(_ray_report("embedded", summary), err=True)
         return
@@ -209,7 +212,7 @@ def embed(
     check_embedding_output(out)
     loaded = TextAE.load(model, threads, precision)
     loaded.embed([], output=output)  # refuse an unknown output, or features an old export lacks, before reading
-    count = embed_file(loaded, sources[0], out, batch_size=batch_size, normalize=normalize, output=output)
+    count = embed_file(loaded, sources[0], out, batch_size=batch_size, normalize=normalize, output=output, raw=raw)
     typer.echo(f"embedded {count} sentences into {out}", err=True)
 
 

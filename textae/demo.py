@@ -110,7 +110,7 @@ def run_demo(
 
     # cosines of vectors centred on the corpus's mean: raw autoencoder vectors share a large common
     # component, which makes every pair look alike (about 0.1 for any two sentences, in or out)
-    vectors = model.embed(sentences) - model.latent_distribution().mean
+    vectors = model.embed(sentences, raw=True) - model.latent_distribution().mean
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     cosine = unit @ unit.T
     docs = np.flatnonzero(inside)

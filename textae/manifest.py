@@ -80,6 +80,13 @@ EARLIER_GRAPH_OUTPUTS: dict[int, dict[str, tuple[str, ...]]] = {1: {"encoder": (
 CALIBRATION_PERCENTILES = (50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9)
 LATENT_MEAN_FILE = "latent_mean.npy"
 LATENT_COVARIANCE_FILE = "latent_covariance.npy"
+POSTPROCESS_OUTPUTS = ("sentence_embedding", "features")  # encoder outputs a "postprocess" entry may name
+POSTPROCESS_FILE_KEYS = ("mean", "transform")
+
+
+def postprocess_file_name(output: str, key: str) -> str:
+    """whiten_features_transform.npy: the file of one array of one output's whitening."""
+    return f"whiten_{output}_{key}.npy"
 
 _REQUIRED_FIELDS = ("format_version", "model", "special_tokens", "graphs", "precision", "files", "tokenizer")
 
@@ -116,6 +123,32 @@ def calibration_files(calibration: dict[str, Any] | None) -> list[str]:
     """The data files a manifest's calibration section names (none for exports made before it existed)."""
     calibration = calibration if isinstance(calibration, dict) else {}
     return [calibration[key] for key in ("latent_mean", "latent_covariance") if isinstance(calibration.get(key), str)]
+
+
+def postprocess_files(postprocess: dict[str, Any] | None) -> list[str]:
+    """The data files a manifest's postprocess section names (none for exports made before it existed)."""
+    postprocess = postprocess if isinstance(postprocess, dict) else {}
+    entries = [entry for entry in postprocess.values() if isinstance(entry, dict)]
+    return [entry[key] for entry in entries for key in POSTPROCESS_FILE_KEYS if isinstance(entry.get(key), str)]
+
+
+def _check_postprocess(postprocess: Any, files: dict[str, Any], where: str) -> None:
+    if postprocess is None:
+        return
+    if not isinstance(postprocess, dict):
+        raise TextaeError(f"{where}: field 'postprocess' must be a JSON object")
+    for output, entry in postprocess.items():
+        if output not in POSTPROCESS_OUTPUTS:
+            raise TextaeError(f"{where}: postprocess names unknown output {output!r} (known: {', '.join(POSTPROCESS_OUTPUTS)})")
+        if not isinstance(entry, dict) or entry.get("method") != "whiten":
+            raise TextaeError(f"{where}: postprocess of {output} must be an object with method 'whiten'")
+        for key in ("dim", "input_dim"):
+            value = entry.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < 1 << 20:
+                raise TextaeError(f"{where}: postprocess of {output} needs a positive integer {key!r}")
+        for key in POSTPROCESS_FILE_KEYS:
+            if not isinstance(entry.get(key), str) or entry[key] not in files:
+                raise TextaeError(f"{where}: postprocess file {entry.get(key)!r} of {output} has no checksum in 'files'")
 
 
 @dataclass(frozen=True)
@@ -171,6 +204,7 @@ class Manifest:
     calibration: dict[str, Any] | None = None  # validation score percentiles, latent statistics' files (format 2)
     tables: dict[str, Any] | None = None  # table name -> {"file", "used_by"}: tables computed at load (format 2)
     job_precisions: dict[str, str] | None = None  # job -> precision its gate chose; None: `precision` for all
+    postprocess: dict[str, Any] | None = None  # encoder output -> the whitening embed applies by default; None: raw
     other: dict[str, Any] = field(default_factory=dict)  # keys this version does not read
 
     @property
@@ -187,12 +221,12 @@ class Manifest:
 
     def with_files(self, folder: Path, precisions: Sequence[str], extra_files: Sequence[str] = ()) -> Manifest:
         """This manifest with each graph's file per precision and the size and sha256 of every file
-        it names (tokenizer, graphs, extra_files, calibration data) as they are in folder now."""
+        it names (tokenizer, graphs, extra_files, calibration and postprocess data) as they are in folder now."""
         graphs = {
             graph: replace(entry, files={precision: graph_file_name(graph, precision) for precision in precisions})
             for graph, entry in self.graphs.items()
         }
-        names = [self.tokenizer, *extra_files, *calibration_files(self.calibration)]
+        names = [self.tokenizer, *extra_files, *calibration_files(self.calibration), *postprocess_files(self.postprocess)]
         names += [name for entry in graphs.values() for name in entry.files.values()]
         files = {name: FileRecord(**file_record(Path(folder) / name)) for name in sorted(set(names))}
         return replace(self, graphs=graphs, files=files)
@@ -263,6 +297,7 @@ class Manifest:
         for name in calibration_files(calibration):
             if name not in files:
                 raise TextaeError(f"{where}: calibration file {name} has no checksum in 'files'")
+        _check_postprocess(data.get("postprocess"), files, where)
         for graph, entry in graphs.items():
             if graph in GRAPH_SIGNATURES and tuple(t.name for t in entry.outputs) != graph_signature(graph, version)[1]:
                 raise TextaeError(f"{where}: graph '{graph}' lists outputs {[t.name for t in entry.outputs]}, "
@@ -301,7 +336,7 @@ class Manifest:
         return {**data, **self.other}
 
 
-OMITTED_WHEN_NONE = ("tables", "calibration", "job_precisions")  # absent in folders written before each existed
+OMITTED_WHEN_NONE = ("tables", "calibration", "job_precisions", "postprocess")  # absent in folders written before each existed
 
 
 def _json_value(value: Any) -> Any:
@@ -403,6 +438,12 @@ def describe_manifest(folder: Path, manifest: Manifest) -> list[tuple[str, str]]
         )
     else:
         rows.append(("calibration", "none (exported before textae stored it; re-export for --flag-percentile and generate)"))
+    for output, entry in (manifest.postprocess or {}).items():
+        shown = (f"whitened {entry['input_dim']} -> {entry['dim']} dims by default (raw with --raw), "
+                 f"fitted on {entry.get('sentences', 0):,} {entry.get('source', 'sentences')}")  # fmt: skip
+        rows.append((f"embed {output}", shown))
+    if not manifest.postprocess:
+        rows.append(("embed post-processing", "none: embed returns the encoder's raw vectors"))
     quantization = manifest.quantization
     if quantization:
         rows.append(

@@ -37,7 +37,7 @@ class EchoModel:
         self.drop_after = drop_after
         self.seen: list[str] = []
 
-    def embed(self, sentences: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def embed(self, sentences: Sequence[str], batch_size: int = 64, raw: bool = False) -> np.ndarray:
         start = len(self.seen)
         self.seen.extend(sentences)
         return np.arange(start, len(self.seen), dtype=np.float32)[:, None]  # the vector is the row

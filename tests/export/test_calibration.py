@@ -45,7 +45,7 @@ def test_a_percentile_the_sample_cannot_support_is_refused_with_what_it_needs(tr
 
 def test_latent_statistics_are_the_mean_and_covariance_of_validation_vectors(trained_export: Path) -> None:
     model = TextAE.load(trained_export)
-    vectors = model.embed(TINY_SENTENCES).astype(np.float64)
+    vectors = model.embed(TINY_SENTENCES, raw=True).astype(np.float64)  # the latent Gaussian is of raw vectors
     distribution = model.latent_distribution()
     np.testing.assert_allclose(distribution.mean, vectors.mean(axis=0), atol=1e-5, rtol=0)
     np.testing.assert_allclose(distribution.covariance, np.cov(vectors, rowvar=False), atol=1e-5, rtol=0)

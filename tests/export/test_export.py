@@ -79,10 +79,10 @@ def test_runtime_matches_torch(parity_case: tuple[Path, Path]) -> None:
     sentences = TINY_SENTENCES[:35] + one_token_sentences(runtime) + ["", " ".join(TINY_SENTENCES[:10])]
     reference = torch_reference(model, runtime, sentences)
     for batch_size in (1, 33):
-        vectors = runtime.embed(sentences, batch_size=batch_size)
+        vectors = runtime.embed(sentences, batch_size=batch_size, raw=True)  # the graphs' own output
         np.testing.assert_allclose(vectors, reference["vectors"], atol=TOLERANCE, rtol=0)
-        features = runtime.embed(sentences, batch_size=batch_size, output="features")
-        assert features.shape == (len(sentences), runtime.feature_dim)
+        features = runtime.embed(sentences, batch_size=batch_size, output="features", raw=True)
+        assert features.shape == (len(sentences), runtime.raw_feature_dim)
         np.testing.assert_allclose(features, reference["features"], atol=TOLERANCE, rtol=0)
         np.testing.assert_allclose(runtime.score(sentences, batch_size=batch_size), reference["scores"], atol=TOLERANCE, rtol=0)
     for method in ("loop", "step"):
@@ -127,7 +127,7 @@ def test_the_folder_is_lean_one_shared_weights_file_and_no_stored_table(random_r
     assert (folder / "weights.bin").stat().st_size < sum(report["weights_bytes"].values()) + table_bytes
     for precision in ("fp32", "int8"):
         runtime = TextAE.load(folder, precision=precision)
-        vectors = runtime.embed(TINY_SENTENCES[:5])
+        vectors = runtime.embed(TINY_SENTENCES[:5], raw=True)
         assert runtime.greedy_ids(vectors, method="loop") == runtime.greedy_ids(vectors, method="step")
 
 
@@ -168,7 +168,7 @@ def test_greedy_decoding_is_one_loop_with_early_exit(request: pytest.FixtureRequ
     assert [node.op_type for node in proto.graph.node].count("Loop") == 1
     run_dir = run_fixture(request, "trained_run")  # an untrained model never says <eos>
     runtime = TextAE.load(exported(tmp_path_factory, run_dir, quantize="int8"), precision="fp32")
-    ids = runtime.greedy_ids(runtime.embed(TINY_SENTENCES))
+    ids = runtime.greedy_ids(runtime.embed(TINY_SENTENCES, raw=True))
     assert max(map(len, ids)) < runtime.config.max_length  # the Loop stopped when every row had ended
     assert len(set(map(len, ids))) > 3
     exact = sum(a == b for a, b in zip(runtime.reconstruct(TINY_SENTENCES), TINY_SENTENCES))
@@ -232,7 +232,7 @@ def test_int8_export_round_trip(int8_export: Path) -> None:
     assert report["min_cosine"] >= 0.999 and report["batch_invariant"] is True
     assert report["size_ratio"] < 0.5
     fp32, int8 = TextAE.load(folder, precision="fp32"), TextAE.load(folder, precision="int8")
-    a, b = fp32.embed(TINY_SENTENCES), int8.embed(TINY_SENTENCES)
+    a, b = fp32.embed(TINY_SENTENCES, raw=True), int8.embed(TINY_SENTENCES, raw=True)
     cosines = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosines.min() >= 0.99
     assert len(int8.reconstruct(TINY_SENTENCES[:3])) == 3 and np.isfinite(int8.score(TINY_SENTENCES)).all()
@@ -251,9 +251,9 @@ def test_int8_vectors_are_batch_invariant(int8_export: Path) -> None:
     """A sentence's int8 vector is the same alone and in any batch (per-row activation scales)."""
     int8 = TextAE.load(int8_export, precision="int8")
     sentences = TINY_SENTENCES + ["", " ".join(TINY_SENTENCES[:10])]
-    together = int8.embed(sentences, batch_size=len(sentences))
+    together = int8.embed(sentences, batch_size=len(sentences), raw=True)
     for batch_size in (1, 7):
-        assert np.abs(int8.embed(sentences, batch_size=batch_size) - together).max() <= 1e-5
+        assert np.abs(int8.embed(sentences, batch_size=batch_size, raw=True) - together).max() <= 1e-5
     scores = int8.score(sentences, batch_size=len(sentences))
     assert np.abs(np.concatenate([int8.score([s]) for s in sentences]) - scores).max() <= 1e-5
 

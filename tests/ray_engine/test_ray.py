@@ -417,3 +417,17 @@ def test_without_the_extra_the_engine_names_the_pip_install(tmp_path: Path) -> N
     assert result["code"] == 2 and "Traceback" not in result["err"]
     assert result["err"] == 'textae: error: textae.ray (--engine ray) needs ray, which is not installed: pip install "textae[ray]"\n'
     assert not (tmp_path / "out").exists()
+
+
+@needs_ray
+def test_the_mapper_whitens_like_embed_unless_raw(random_export: Path) -> None:
+    from textae.ray import TextAEMapper
+
+    texts = TINY_SENTENCES[:6]
+    model = TextAE.load(random_export, num_threads=1)
+    for raw in (False, True):
+        mapper = TextAEMapper(random_export, columns=("embedding", "features"), num_threads=1, raw=raw)
+        table = mapper({"text": np.array(texts, dtype=object)})
+        for column, output in (("embedding", "sentence_embedding"), ("features", "features")):
+            got = np.stack(table.column(column).to_numpy(zero_copy_only=False))
+            assert np.array_equal(got, model.embed(texts, output=output, raw=raw))

@@ -30,11 +30,11 @@ class FullDisk:
         """Leave about `leave` bytes free (tmpfs), or fail every fsync of a file under root whose
         name contains `only` (patched)."""
         if self.kind == "tmpfs":
-            with open(self.filler, "ab") as handle:
+            # unbuffered: a buffered file would retry its unwritten tail on close, raising ENOSPC there
+            with open(self.filler, "ab", buffering=0) as handle:
                 try:
                     while True:
                         handle.write(b"\0" * (1 << 16))
-                        handle.flush()
                 except OSError as exc:
                     assert exc.errno == errno.ENOSPC
             if leave:

@@ -93,8 +93,8 @@ extreme = st.sampled_from([0.0, -0.0, 1e-45, -1e-45, 1e-38, 3.4e38, -3.4e38, 1e3
 @FUZZ
 @given(data=st.data(), rows=st.integers(1, 4))
 def test_decode_takes_any_finite_vector_and_refuses_nan_and_infinity(model: TextAE, data: st.DataObject, rows: int) -> None:
-    values = data.draw(st.lists(st.one_of(finite, extreme), min_size=rows * model.dim, max_size=rows * model.dim))
-    vectors = np.array(values, dtype=np.float32).reshape(rows, model.dim)
+    values = data.draw(st.lists(st.one_of(finite, extreme), min_size=rows * model.raw_dim, max_size=rows * model.raw_dim))
+    vectors = np.array(values, dtype=np.float32).reshape(rows, model.raw_dim)
     texts = model.decode(vectors, max_length=8)
     assert len(texts) == rows and texts == model.decode(vectors, max_length=8)
     assert texts[:1] == model.decode(vectors[:1], max_length=8)

@@ -28,8 +28,8 @@ def test_runtime_runs_where_torch_cannot_be_imported(random_export: Path, runtim
         "from textae.runtime.model import TextAE\n"
         "model = TextAE.load(sys.argv[1], num_threads=1, precision='fp32')\n"
         "sentences = json.loads(sys.argv[2])\n"
-        "vectors = model.embed(sentences)\n"
-        "print(json.dumps({'vectors': vectors.tolist(), 'scores': model.score(sentences).tolist(),\n"
+        "vectors = model.embed(sentences, raw=True)\n"
+        "print(json.dumps({'vectors': vectors.tolist(), 'whitened': model.embed(sentences).tolist(), 'scores': model.score(sentences).tolist(),\n"
         "    'reconstructions': model.reconstruct(sentences), 'decoded': model.decode(vectors),\n"
         "    'loaded': loaded()}))\n"
     )
@@ -38,7 +38,8 @@ def test_runtime_runs_where_torch_cannot_be_imported(random_export: Path, runtim
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["loaded"] == []
-    np.testing.assert_allclose(result["vectors"], runtime.embed(sentences), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(result["vectors"], runtime.embed(sentences, raw=True), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(result["whitened"], runtime.embed(sentences), atol=1e-4, rtol=0)
     np.testing.assert_allclose(result["scores"], runtime.score(sentences), atol=1e-5, rtol=0)
     assert result["reconstructions"] == result["decoded"] == runtime.reconstruct(sentences)
 
@@ -65,7 +66,7 @@ def test_results_are_deterministic_across_calls_and_loads(random_export: Path, r
 def test_empty_inputs_and_empty_sentences(runtime: TextAE) -> None:
     assert runtime.embed([]).shape == (0, runtime.dim) and runtime.embed([]).dtype == np.float32
     assert runtime.score([]).shape == (0,)
-    assert runtime.reconstruct([]) == [] and runtime.decode(np.zeros((0, runtime.dim))) == []
+    assert runtime.reconstruct([]) == [] and runtime.decode(np.zeros((0, runtime.raw_dim))) == []
     # an empty sentence has zero tokens: the encoder reads one <pad> (as in training), the score is <eos>'s NLL
     vectors = runtime.embed(["", "   ", "the cat sat on the mat."])
     assert np.isfinite(vectors).all() and np.array_equal(vectors[0], vectors[1])
@@ -74,7 +75,7 @@ def test_empty_inputs_and_empty_sentences(runtime: TextAE) -> None:
 
 
 def test_decode_any_point_and_normalize(runtime: TextAE) -> None:
-    vectors = runtime.embed(TINY_SENTENCES[:2])
+    vectors = runtime.embed(TINY_SENTENCES[:2], raw=True)  # the decoder reads raw vectors
     assert runtime.decode(vectors) == runtime.reconstruct(TINY_SENTENCES[:2])
     middle = runtime.decode((vectors[:1] + vectors[1:]) / 2)
     assert len(middle) == 1 and isinstance(middle[0], str)
@@ -217,10 +218,10 @@ def test_exports_of_format_version_1_still_embed_and_say_they_have_no_features(r
 
 def test_features_are_the_mean_and_max_of_the_encoder_states(random_export: Path) -> None:
     model = TextAE.load(random_export, precision="fp32")
-    features = model.embed(TINY_SENTENCES[:5], output="features")
+    features = model.embed(TINY_SENTENCES[:5], output="features", raw=True)
     assert features.shape == (5, 2 * model.config.hidden_size) and features.dtype == np.float32
     half = model.config.hidden_size
     # max over time >= mean over time, in every dimension
     assert (features[:, half:] >= features[:, :half] - 1e-6).all()
-    alone = np.concatenate([model.embed([s], output="features") for s in TINY_SENTENCES[:5]])
+    alone = np.concatenate([model.embed([s], output="features", raw=True) for s in TINY_SENTENCES[:5]])
     np.testing.assert_allclose(alone, features, atol=1e-5, rtol=0)

@@ -91,6 +91,26 @@ def test_embed_equals_library_per_sentence(export: Path, library: TextAE) -> Non
     run(scenario())
 
 
+def test_embed_whitens_by_default_and_raw_returns_the_encoders_vectors(export: Path, library: TextAE) -> None:
+    sentences = TINY_SENTENCES[:5]
+
+    async def scenario() -> None:
+        async with served(export) as client:
+            default = (await client.post("/embed", json={"inputs": sentences})).json()["embeddings"]
+            raw = (await client.post("/embed", json={"inputs": sentences, "raw": True})).json()["embeddings"]
+            np.testing.assert_allclose(default, library.embed(sentences), atol=1e-5, rtol=0)
+            np.testing.assert_allclose(raw, library.embed(sentences, raw=True), atol=1e-5, rtol=0)
+            assert library.postprocessing() is not None and not np.allclose(np.array(default), np.array(raw)[:, : library.dim], atol=1e-3)
+            decoded = (await client.post("/decode", json={"vectors": raw})).json()["texts"]  # /decode reads what raw gives
+            assert decoded == library.decode(np.array(raw, dtype=np.float32))
+            info = (await client.get("/info")).json()
+            assert (info["dim"], info["raw_dim"]) == (library.dim, library.raw_dim)
+            wrong = await client.post("/embed", json={"inputs": sentences, "raw": "maybe"})
+            assert wrong.status_code == 422
+
+    run(scenario())
+
+
 def test_score_reconstruct_and_decode_equal_library(export: Path, library: TextAE) -> None:
     sentences = TINY_SENTENCES[:6] + [LONG]
 
@@ -108,7 +128,7 @@ def test_score_reconstruct_and_decode_equal_library(export: Path, library: TextA
             assert texts["texts"] == [library.reconstruct([s], max_length=12)[0] for s in sentences[:4]]
             assert texts["truncated"] == [False] * 4
 
-            vectors = library.embed(sentences[:3])
+            vectors = library.embed(sentences[:3], raw=True)
             decoded = (await client.post("/decode", json={"vectors": vectors.tolist()})).json()
             assert decoded["texts"] == library.decode(vectors)
 
@@ -305,10 +325,10 @@ def test_body_over_the_cap_is_413_by_header_and_by_streamed_bytes(export: Path) 
 )
 def test_bad_requests_are_422_naming_the_field(export: Path, library: TextAE, path: str, body: bytes, param: str | None) -> None:
     if path == "WIDTH-NAN":
-        rows = [[0.0] * library.dim, [0.0] * library.dim]
-        path, body = "/decode", json.dumps({"vectors": rows}).replace("0.0", "NaN", library.dim + 4).replace("NaN", "0.0", library.dim + 3).encode()
+        rows = [[0.0] * library.raw_dim, [0.0] * library.raw_dim]
+        path, body = "/decode", json.dumps({"vectors": rows}).replace("0.0", "NaN", library.raw_dim + 4).replace("NaN", "0.0", library.raw_dim + 3).encode()
     elif path == "WIDTH-OVERFLOW":  # finite as float64, infinite as float32
-        path, body = "/decode", json.dumps({"vectors": [[1e39] + [0.0] * (library.dim - 1)]}).encode()
+        path, body = "/decode", json.dumps({"vectors": [[1e39] + [0.0] * (library.raw_dim - 1)]}).encode()
 
     async def scenario() -> None:
         async with served(export, max_inputs=4, max_chars=50) as client:
@@ -366,11 +386,11 @@ def stall_inference(service: Any) -> tuple[threading.Event, threading.Event, lis
     release, started, seen = threading.Event(), threading.Event(), []
     original = service.model.embed_ids
 
-    def slow(token_ids: Any, width: int | None = None) -> np.ndarray:
+    def slow(token_ids: Any, width: int | None = None, **options: Any) -> np.ndarray:
         seen.append([list(ids) for ids in token_ids])
         started.set()
         release.wait(10)
-        return original(token_ids, width)
+        return original(token_ids, width, **options)
 
     service.model.embed_ids = slow
     return release, started, seen

@@ -99,7 +99,7 @@ def test_a_tiny_run_with_the_contrastive_term_learns_logs_it_and_exports(
     folder = exported(tmp_path_factory, run_dir)
     model, _ = load_model_from_run(run_dir)
     runtime = TextAE.load(folder, precision="fp32")
-    vectors = runtime.embed(TINY_SENTENCES[:1])
+    vectors = runtime.embed(TINY_SENTENCES[:1], raw=True)
     ids = torch.tensor(encode_batch(runtime.tokenizer, TINY_SENTENCES[:1], model.config.max_length))
     with torch.no_grad():
         reference = model.encode(ids, torch.tensor([ids.size(1)])).numpy()

@@ -59,7 +59,7 @@ def reconstruct_ids(model: TextAE, sentences: Sequence[str]) -> tuple[list[list[
     reference_ids = encode_batch(model.tokenizer, references, UNTRUNCATED)
     hypothesis_ids: list[list[int]] = [[] for _ in references]
     for rows in length_sorted_batches([len(ids) for ids in reference_ids], RECONSTRUCT_BATCH):
-        vectors = model.embed([references[row] for row in rows], batch_size=RECONSTRUCT_BATCH)
+        vectors = model.embed([references[row] for row in rows], batch_size=RECONSTRUCT_BATCH, raw=True)
         for row, ids in zip(rows, model.greedy_ids(vectors)):
             hypothesis_ids[row] = ids
     return reference_ids, hypothesis_ids, references, decode_batch(model.tokenizer, hypothesis_ids)

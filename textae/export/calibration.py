@@ -25,13 +25,13 @@ from textae.batching import DEFAULT_BATCH_SIZE
 from textae.conformal import METHOD, conformal_thresholds
 from textae.manifest import CALIBRATION_PERCENTILES, LATENT_COVARIANCE_FILE, LATENT_MEAN_FILE, percentile_key
 from textae.runtime.model import TextAE
-from textae.training.data import open_token_store
+from textae.training.data import TokenizedCorpus, open_token_store
 
 TOKEN_STORE_DIR = "tokens"
 
 
-def validation_token_ids(run_dir: Path) -> list[list[int]] | None:
-    """The validation split's token ids from the run's token store, or None when it has none.
+def open_run_store(run_dir: Path) -> tuple[TokenizedCorpus, TokenizedCorpus] | None:
+    """The run's (train, validation) token store, or None when it has none or it cannot be read.
 
     A run resumed on a changed corpus can hold several stores; the newest is the one it last
     trained with.
@@ -43,10 +43,32 @@ def validation_token_ids(run_dir: Path) -> list[list[int]] | None:
     if not stores:
         return None
     try:
-        _, valid = open_token_store(stores[-1])
+        return open_token_store(stores[-1])
     except (OSError, ValueError):
         return None  # a damaged store must not block the export of good weights
+
+
+def validation_token_ids(run_dir: Path) -> list[list[int]] | None:
+    """The validation split's token ids from the run's token store, or None when it has none."""
+    store = open_run_store(run_dir)
+    if store is None:
+        return None
+    valid = store[1]
     return [valid.sentence(index).tolist() for index in range(len(valid))] or None
+
+
+def training_token_ids(run_dir: Path, limit: int) -> list[list[int]] | None:
+    """Up to limit training sentences' token ids, spread evenly over the run's training split (the
+    same ones at every export of the run), or None when the run has no readable store."""
+    store = open_run_store(run_dir)
+    if store is None or len(store[0]) == 0:
+        return None
+    train = store[0]
+    try:
+        rows = np.unique(np.linspace(0, len(train) - 1, min(limit, len(train))).round().astype(np.int64))
+        return [train.sentence(int(row)).tolist() for row in rows] or None
+    except (OSError, ValueError):
+        return None  # a truncated token file: fall back like a run without a store
 
 
 def calibrate(
@@ -67,7 +89,7 @@ def calibrate(
         scores = model.score_ids(token_ids, batch_size=DEFAULT_BATCH_SIZE)
         thresholds, unsupported = conformal_thresholds(scores, CALIBRATION_PERCENTILES)
         percentiles[precision] = {percentile_key(p): round(v, 6) for p, v in thresholds.items()}
-    vectors = runtime.embed_ids(token_ids, batch_size=DEFAULT_BATCH_SIZE).astype(np.float64)
+    vectors = runtime.embed_ids(token_ids, batch_size=DEFAULT_BATCH_SIZE, raw=True).astype(np.float64)  # the latent Gaussian is raw
     mean = vectors.mean(axis=0)
     covariance = np.cov(vectors, rowvar=False) if len(vectors) > 1 else np.zeros((len(mean), len(mean)))
     np.save(folder / LATENT_MEAN_FILE, mean.astype(np.float32), allow_pickle=False)

@@ -34,6 +34,7 @@ from textae.errors import TextaeError
 from textae.export.calibration import calibrate, validation_token_ids
 from textae.export.checks import check_parity
 from textae.export.graphs import GraphShapes, export_graphs
+from textae.export.postprocess import check_postprocess_options, fit_postprocess
 from textae.export.quantize import QUANTIZE_CHOICES, compare_precisions, quantize_graphs
 from textae.export.weights import TABLE_USERS, make_lean, tables_graph
 from textae.manifest import (
@@ -82,6 +83,8 @@ def export_model(
     opset: int = DEFAULT_OPSET,
     console: Console | None = None,
     sample_sentences: Sequence[str] | None = None,
+    postprocess: str = "whiten",
+    whiten_dim: int | None = None,
 ) -> dict[str, Any]:
     """Write run_dir's best model to out_dir as ONNX graphs + tokenizer + manifest; return the report.
 
@@ -90,7 +93,13 @@ def export_model(
     few built-in sentences). The manifest names int8 as the precision the runtime loads when it
     passes the gate of `textae.export.quantize`, else fp32, with the reason in the report.
     quantize="none" (or None) writes fp32 only.
+
+    postprocess="whiten" (the default) stores a whitening of the sentence vector and of the
+    features, fitted on up to 20,000 training sentences of the run, which `TextAE.embed` applies
+    unless asked for raw vectors; whiten_dim keeps that many directions (default: the full width).
+    postprocess="none" stores none: embed returns the raw vectors.
     """
+    check_postprocess_options(postprocess, whiten_dim)
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise TextaeError(f"quantize must be one of {', '.join(QUANTIZE_CHOICES)}; got {quantize!r}")
     quantize = None if quantize == "none" else quantize
@@ -145,6 +154,12 @@ def export_model(
             manifest = replace(manifest, calibration=calibration).with_files(build_dir, precisions, [WEIGHTS_FILE, TABLES_FILE])
             manifest.save(build_dir)
             report["calibration"] = {key: calibration[key] for key in ("sentences", "source", "unsupported_percentiles")}
+        if postprocess == "whiten":
+            with console.status("fitting the whitening of the vectors on training sentences"):
+                section = fit_postprocess(build_dir, run_dir, sentences, source, whiten_dim)
+                manifest = replace(manifest, postprocess=section).with_files(build_dir, precisions, [WEIGHTS_FILE, TABLES_FILE])
+                manifest.save(build_dir)
+        report["postprocess"] = manifest.postprocess
         TextAE.load(build_dir)  # the runtime's own checks must accept what was written
         finish_folder(build_dir)
         faults.reached("export:replace")
@@ -317,6 +332,9 @@ def _print_report(console: Console, run_dir: Path, out_dir: Path, report: dict[s
             + ", ".join(f"--flag-percentile {key} (needs {sentences_needed(float(key)):,})" for key in unsupported)
             + "; the export refuses them. Train with --valid FILE holding more unseen in-domain text."
         )
+    for output, entry in (report.get("postprocess") or {}).items():
+        console.print(f"embed {output}: whitened {entry['input_dim']} -> {entry['dim']} dims by default "
+                      f"(fitted on {entry['sentences']:,} {entry['source']}; raw with --raw)")  # fmt: skip
     loads = ", ".join(f"{precision} to {job}" for job, precision in report["job_precisions"].items())
     console.print(f"runtime loads {loads}; wrote {out_dir} in {report['seconds']} s")
 

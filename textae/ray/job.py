@@ -81,17 +81,19 @@ def embed_files(
     *,
     normalize: bool = False,
     output: str = "sentence_embedding",
+    raw: bool = False,
     precision: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     ray_settings: RaySettings = RaySettings(),
     console: Console | None = None,
 ) -> RaySummary:
     """Embed every non-empty line of the files or globs `inputs` into a folder of Parquet files with
-    columns file, line, text and embedding (or, with output="features", features)."""
+    columns file, line, text and embedding (or, with output="features", features); raw=True without
+    the export's stored whitening, as in `TextAE.embed`."""
     if output not in ("sentence_embedding", "features"):
         raise TextaeError(f"output must be one of sentence_embedding, features; got {output!r}")
     column = "embedding" if output == "sentence_embedding" else "features"
-    settings = MapSettings(columns=(column,), normalize=normalize, precision=precision, batch_size=batch_size)
+    settings = MapSettings(columns=(column,), normalize=normalize, raw=raw, precision=precision, batch_size=batch_size)
     return map_files(model, inputs, out, settings, ray_settings, console=console)
 
 

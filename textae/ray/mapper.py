@@ -40,6 +40,7 @@ class MapSettings:
     columns: tuple[str, ...] = ("embedding",)  # any of embedding, features, score, flagged, reconstruction
     text_column: str = "text"  # the input column holding one sentence per row
     normalize: bool = False  # scale embedding and features rows to unit length
+    raw: bool = False  # embedding and features without the whitening the export stores (applied by default)
     threshold: float | None = None  # flagged is score >= threshold ...
     flag_percentile: float | None = None  # ... or >= this percentile of the export's in-domain scores (stored at export)
     precision: str | None = None  # fp32 or int8 (default: the one the export chose)
@@ -96,7 +97,7 @@ class TextAEMapper:
         scores = None
         for name in settings.columns:
             if name in ENCODER_OUTPUTS:
-                vectors = model.embed_ids(token_ids, output=ENCODER_OUTPUTS[name], batch_size=settings.batch_size, normalize=settings.normalize)
+                vectors = model.embed_ids(token_ids, output=ENCODER_OUTPUTS[name], batch_size=settings.batch_size, normalize=settings.normalize, raw=settings.raw)
                 column = fixed_size_list(vectors)
             elif name in ("score", "flagged"):
                 if scores is None:

@@ -52,11 +52,12 @@ def embed_file(
     batch_size: int = DEFAULT_BATCH_SIZE,
     normalize: bool = False,
     output: str = "sentence_embedding",
+    raw: bool = False,
     console: Console | None = None,
 ) -> int:
     """Embed every line of source into out (.npy: an (N, D) float32 array; .jsonl: one
     {"text", OUTPUT} object per line, OUTPUT "sentence_embedding" or "features"); return N. Row i
-    is the i-th non-empty line.
+    is the i-th non-empty line. raw as in `TextAE.embed`: without the export's stored whitening.
 
     Streams: lines are read, embedded and written CHUNK_SENTENCES at a time, so memory stays
     constant for any input size (standard input included). The file appears under its name only
@@ -79,7 +80,10 @@ def embed_file(
         disable=not console.is_terminal,  # a log file gets the final count line, not bar redraws
     )
     count = 0
-    width = model.dim if output == "sentence_embedding" else model.feature_dim
+    if output == "sentence_embedding":
+        width = model.raw_dim if raw else model.dim
+    else:
+        width = model.raw_feature_dim if raw else model.feature_dim
 
     def write(tmp: Path) -> None:
         nonlocal count
@@ -89,7 +93,7 @@ def embed_file(
             if out.suffix == ".npy":
                 handle.write(_npy_header(0, width))  # rewritten with the real row count at the end
             for chunk in chunked(iter_file_lines(path), CHUNK_SENTENCES):
-                vectors = model.embed(chunk, batch_size=batch_size, normalize=normalize, output=output)
+                vectors = model.embed(chunk, batch_size=batch_size, normalize=normalize, output=output, raw=raw)
                 if out.suffix == ".npy":
                     handle.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
                 else:

@@ -4,8 +4,9 @@ Imports only numpy, onnxruntime, tokenizers, the standard library and torch-free
 it runs in an install without torch (a test imports it with torch blocked).
 
     model = TextAE.load("export/my-run")
-    vectors = model.embed(["the cat sat on the mat.", "a dog ran in the park."])  # (2, latent_dim) float32
-    model.decode((vectors[:1] + vectors[1:]) / 2)  # text from the point halfway between them
+    vectors = model.embed(["the cat sat on the mat.", "a dog ran in the park."])  # (2, dim) float32, whitened
+    raw = model.embed(["the cat sat on the mat.", "a dog ran in the park."], raw=True)  # (2, latent_dim)
+    model.decode((raw[:1] + raw[1:]) / 2)          # text from the point halfway between them
     model.score(["the cat sat on the mat."])       # mean token NLL: higher is more anomalous
 """
 
@@ -40,6 +41,7 @@ from textae.runtime.generate import (
     LatentDistribution,
     check_generate_options,
 )
+from textae.runtime.postprocess import Whitening
 from textae.tokenizer import decode_batch, encode_batch, load_tokenizer, special_token_ids
 
 DECODE_METHODS = ("loop", "step")
@@ -54,7 +56,11 @@ class TextAE:
 
     Each job runs at its own precision (`precisions`): "embed" (embed, the vectors) and "text"
     (reconstruct, score, decode, generate: the encoder inside them too, so text is fp32 or int8 from
-    end to end), as the export's gates chose them unless `load` is told one precision for both."""
+    end to end), as the export's gates chose them unless `load` is told one precision for both.
+
+    embed applies the post-processing the export stores for each output (a whitening, see
+    `textae.runtime.postprocess`) unless called with raw=True; everything else (score, reconstruct,
+    decode, generate, the latent distribution) works on the encoder's raw vectors."""
 
     def __init__(
         self, folder: Path, manifest: Manifest, tokenizer: Tokenizer, precisions: dict[str, str], num_threads: int | None
@@ -69,6 +75,7 @@ class TextAE:
         self._sessions_lock = threading.Lock()
         self._tables: dict[str, ort.OrtValue] = {}  # computed at load, shared by the sessions that read them
         self._latent: LatentDistribution | None = None
+        self._postprocess: dict[str, Whitening] = {}  # encoder output -> its stored whitening, read at load
 
     @classmethod
     def load(cls, path: str | Path, num_threads: int | None = None, precision: str | None = None) -> TextAE:
@@ -95,6 +102,7 @@ class TextAE:
         if ids != manifest.special_tokens:
             raise TextaeError(f"{folder}: tokenizer special token ids {ids} differ from {MANIFEST_FILE} {manifest.special_tokens}")
         model = cls(folder, manifest, tokenizer, precisions, num_threads)
+        model._postprocess = _load_postprocess(folder, manifest)
         model._session("encoder", "embed")  # fail at load, not at the first call, when the runtime cannot read the graph
         return model
 
@@ -106,14 +114,32 @@ class TextAE:
 
     @property
     def dim(self) -> int:
+        """Width of embed(...): the stored whitening's, else latent_dim (`raw_dim`)."""
+        whitening = self._postprocess.get("sentence_embedding")
+        return whitening.dim if whitening else self.raw_dim
+
+    @property
+    def raw_dim(self) -> int:
+        """Width of the encoder's sentence vector (latent_dim): embed(..., raw=True), and what decode reads."""
         return self.config.latent_dim
 
     # --- public API ---------------------------------------------------------------------------
 
     @property
     def feature_dim(self) -> int:
-        """Width of embed(..., output="features"): 2 * directions * hidden_size."""
+        """Width of embed(..., output="features"): the stored whitening's, else `raw_feature_dim`."""
+        whitening = self._postprocess.get("features")
+        return whitening.dim if whitening else self.raw_feature_dim
+
+    @property
+    def raw_feature_dim(self) -> int:
+        """Width of the encoder's features (2 * directions * hidden_size): embed(..., output="features", raw=True)."""
         return self.config.feature_dim
+
+    def postprocessing(self, output: str = "sentence_embedding") -> Whitening | None:
+        """The whitening embed applies to output by default, or None (raw vectors: an export without one)."""
+        self._check_output(output)
+        return self._postprocess.get(output)
 
     @property
     def has_features(self) -> bool:
@@ -121,10 +147,20 @@ class TextAE:
         return "features" in graph_signature("encoder", self.manifest.format_version)[1]
 
     def embed(
-        self, sentences: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, normalize: bool = False, output: str = "sentence_embedding"
+        self,
+        sentences: Sequence[str],
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        normalize: bool = False,
+        output: str = "sentence_embedding",
+        raw: bool = False,
     ) -> np.ndarray:
-        """Sentence vectors (N, latent_dim) float32, in input order; with output="features", the
+        """Sentence vectors (N, dim) float32, in input order; with output="features", the
         encoder's features (N, feature_dim): masked mean and max of its top layer's states.
+
+        By default the export's stored post-processing of that output is applied (a whitening
+        fitted on the run's training sentences: `postprocessing`); raw=True returns the encoder's
+        own vectors (N, raw_dim or raw_feature_dim), the ones decode reads. normalize scales the
+        final vectors to unit length.
 
         Sentences are stripped, tokenized, truncated to the model's max_length and run in batches of
         similar length. An empty (or blank) sentence has zero tokens: the encoder reads one <pad>
@@ -133,7 +169,7 @@ class TextAE:
         sentences = _check_sentences(sentences)
         _check_batch_size(batch_size)
         self._check_output(output)
-        return self.embed_ids(self.tokenize(sentences), batch_size=batch_size, normalize=normalize, output=output)
+        return self.embed_ids(self.tokenize(sentences), batch_size=batch_size, normalize=normalize, output=output, raw=raw)
 
     def embed_ids(
         self,
@@ -143,23 +179,27 @@ class TextAE:
         *,
         batch_size: int | None = None,
         normalize: bool = False,
+        raw: bool = False,
     ) -> np.ndarray:
-        """embed() for sentences already tokenized (as `tokenize` returns them): (N, latent_dim)
-        float32, or (N, feature_dim) with output="features".
+        """embed() for sentences already tokenized (as `tokenize` returns them): (N, dim)
+        float32, or (N, feature_dim) with output="features"; raw=True as in embed.
 
         batch_size=None runs them in ONE onnxruntime call; a number runs length-sorted batches of at
         most that many. width pads each call to at least that many columns: a caller that batches
         can keep the number of distinct input shapes small. The encoder reads `lengths`, so padding
-        never changes a vector.
+        never changes a vector, and the whitening is computed row by row, so neither does batching.
         """
         column = self._check_output(output)
         if batch_size is None:
             vectors = self._encode(token_ids, width, output, "embed")
         else:
             _check_batch_size(batch_size)
-            vectors = np.zeros((len(token_ids), self.dim if column == 0 else self.feature_dim), dtype=np.float32)
+            vectors = np.zeros((len(token_ids), self.raw_dim if column == 0 else self.raw_feature_dim), dtype=np.float32)
             for rows in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
                 vectors[rows] = self._encode([token_ids[row] for row in rows], width, output, "embed")
+        whitening = None if raw else self._postprocess.get(output)
+        if whitening is not None:
+            vectors = whitening.apply(vectors)
         return unit_rows(vectors) if normalize else vectors
 
     def score(self, sentences: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
@@ -262,7 +302,7 @@ class TextAE:
         return texts
 
     def decode(self, vectors: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None) -> list[str]:
-        """Greedy text for each row of vectors (N, latent_dim): any point, e.g. between two sentences."""
+        """Greedy text for each row of raw vectors (N, raw_dim), e.g. embed(..., raw=True) or a point between two."""
         vectors = self._check_vectors(vectors)
         _check_batch_size(batch_size)
         texts: list[str] = []
@@ -355,8 +395,8 @@ class TextAE:
 
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise TextaeError(f"expected vectors of shape (N, {self.dim}), got {vectors.shape}")
+        if vectors.ndim != 2 or vectors.shape[1] != self.raw_dim:
+            raise TextaeError(f"expected vectors of shape (N, {self.raw_dim}) (raw sentence vectors, as embed(..., raw=True) gives), got {vectors.shape}")
         if not np.isfinite(vectors).all():
             raise TextaeError("vectors contain NaN or infinity")
         return np.ascontiguousarray(vectors)
@@ -423,6 +463,22 @@ def _compute_table(path: Path, name: str) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise TextaeError(f"{path}: onnxruntime cannot compute {name} ({str(exc).splitlines()[0][:200]})") from None
     return np.ascontiguousarray(value)
+
+
+def _load_postprocess(folder: Path, manifest: Manifest) -> dict[str, Whitening]:
+    """The whitening of each output the manifest lists, checked against the model's widths."""
+    widths = {"sentence_embedding": manifest.model.latent_dim, "features": manifest.model.feature_dim}
+    loaded = {}
+    for output, entry in (manifest.postprocess or {}).items():
+        mean, transform = (_load_array(folder / entry[key]).astype(np.float64) for key in ("mean", "transform"))
+        expected = (widths[output], entry["dim"])
+        if mean.shape != expected[:1] or transform.shape != expected or entry["input_dim"] != widths[output]:
+            raise TextaeError(f"{folder / entry['transform']}: whitening of {output} has shapes {mean.shape} and "
+                              f"{transform.shape}, expected ({expected[0]},) and {expected}")  # fmt: skip
+        if not (np.isfinite(mean).all() and np.isfinite(transform).all()):
+            raise TextaeError(f"{folder / entry['transform']}: whitening of {output} contains NaN or infinity")
+        loaded[output] = Whitening(mean, transform)
+    return loaded
 
 
 def _load_array(path: Path) -> np.ndarray:

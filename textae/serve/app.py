@@ -200,7 +200,7 @@ def create_app(settings: ServeSettings, *, handle_signals: bool = False) -> Fast
     async def embed(body: models.embed, request: Request) -> Response:
         """Sentence vectors, equal to `TextAE.embed` of each sentence alone, whatever it is batched with."""
         service = service_of(request)
-        job = Job(JobKind.EMBED)
+        job = Job(JobKind.EMBED, raw=body.raw)
         vectors, truncated, _ = await service.texts_job(request, job, body.inputs, body.truncate, "inputs")
         matrix = np.stack(vectors)
         if body.normalize:  # exactly as TextAE.embed(normalize=True)
@@ -265,6 +265,7 @@ def create_app(settings: ServeSettings, *, handle_signals: bool = False) -> Fast
                 "model": service.name,
                 "precision": model.precision,
                 "dim": model.dim,
+                "raw_dim": model.raw_dim,
                 "max_length": model.config.max_length,
                 "textae_version": textae.__version__,
                 "threads": s.threads_per_worker,

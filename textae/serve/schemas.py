@@ -49,7 +49,7 @@ def error_responses(*codes: int) -> dict[int | str, dict]:
 class Limits:
     max_inputs: int
     max_chars: int
-    dim: int  # width of a sentence vector
+    dim: int  # width of a raw sentence vector: what /decode reads
     max_decode_length: int
 
 
@@ -102,6 +102,7 @@ def request_models(limits: Limits) -> RequestModels:
     class EmbedRequest(Strict):
         inputs: Inputs
         normalize: bool = Field(False, description="Scale every vector to unit length.")
+        raw: bool = Field(False, description="The encoder's raw vectors (what /decode reads), without the whitening the export stores and applies by default.")
         truncate: bool = _TRUNCATE
 
     class ReconstructRequest(Strict):
@@ -180,7 +181,8 @@ class InfoLimits(BaseModel):
 class InfoResponse(BaseModel):
     model: str = Field(description="Name of the served model (its folder's name).")
     precision: str = Field(description="fp32 or int8.")
-    dim: int = Field(description="Width of a sentence vector.")
+    dim: int = Field(description="Width of a sentence vector from /embed (whitened by default, when the export stores a whitening).")
+    raw_dim: int = Field(description="Width of a raw sentence vector (/embed with raw, and what /decode reads).")
     max_length: int = Field(description="Tokens the model reads per input; longer inputs are truncated or refused.")
     textae_version: str
     threads: int = Field(description="onnxruntime intra-op threads of this worker.")

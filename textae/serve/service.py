@@ -50,6 +50,7 @@ class Job:
 
     kind: JobKind
     max_length: int | None = None  # RECONSTRUCT and DECODE: most tokens to generate (None: the model's default)
+    raw: bool = False  # EMBED: the encoder's raw vectors, without the export's stored whitening
 
 
 @dataclass
@@ -93,11 +94,11 @@ class Service:
     def _run_batch(self, batch: Batch) -> Sequence[Any]:
         job: Job = batch.key  # type: ignore[assignment]  # the batcher hands back the key it was given
         if job.kind is JobKind.EMBED:
-            return list(self.model.embed_ids(batch.payloads, width=batch.width))
+            return list(self.model.embed_ids(batch.payloads, width=batch.width, raw=job.raw))
         if job.kind is JobKind.SCORE:
             return [float(score) for score in self.model.score_ids(batch.payloads, width=batch.width)]
         if job.kind is JobKind.RECONSTRUCT:
-            vectors = self.model.embed_ids(batch.payloads, width=batch.width)
+            vectors = self.model.embed_ids(batch.payloads, width=batch.width, raw=True)  # the decoder reads raw vectors
         else:  # JobKind.DECODE: the payloads are the vectors
             vectors = np.stack(batch.payloads)
         return self.model.decode(vectors, batch_size=len(vectors), max_length=job.max_length)
