@@ -98,3 +98,27 @@ def test_the_ledger_shows_whitened_columns_and_still_reads_rows_without_them() -
     doc2vec = next(line for line in table.splitlines() if line.startswith("| *Doc2Vec PV-DBOW* |"))
     assert "| 66.1 |" in doc2vec
     assert ledger.ranking_scores([row("old", None), new]) == [1.5, 1.5]  # the rule reads the raw figures, as before
+
+
+def test_the_table_prints_raw_and_whitened_figures_for_every_method() -> None:
+    """The print step runs after a 15-minute train and evaluation; a crash there loses the row."""
+    from rich.console import Console
+
+    methods = [
+        bench_quality.Method("textae", bench_quality.RawTextaeEmbedder(StubTextAE(stored=True)), 12.0, "4"),
+        bench_quality.Method("Doc2Vec PV-DBOW", object(), 1.0, "4"),
+    ]
+    probe = {"MR probe": bench_quality.ProbeData(texts=["a"], labels=["x"])}
+
+    def with_probe(sts: float, sick: float, probe_score: float) -> dict[str, float]:
+        return {**figures(sts, sick, probe_score), "MR probe": probe_score}
+
+    raw = {"textae": with_probe(60, 50, 70), "Doc2Vec PV-DBOW": with_probe(61, 55, 72)}
+    whitened = {"textae": with_probe(67, 57, 71), "Doc2Vec PV-DBOW": with_probe(66, 56, 71)}
+    anomaly = {"auroc": 0.93, "out_name": "MR", "in_sentences": 10, "out_sentences": 10, "in_mean_score": 1.0, "out_mean_score": 2.0}
+    console = Console(record=True, width=200)
+    met = bench_quality.print_results(console, methods, raw, (50.0, 100, 0), probe, anomaly, {}, {"steps": 3}, whitened)
+    text = console.export_text()
+    assert "STS-B dev, whitened" in text and "67.0" in text and "66.0" in text
+    assert met["STS-B dev"] is True  # whitened 67 clears 66 and Doc2Vec's better figure (66, whitened)
+    assert met["SICK trial"] is True and met["exact reconstruction"] is False
