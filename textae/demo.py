@@ -135,7 +135,7 @@ def run_demo(
     sampled = model.generate(3, seed=0)
     console.print(f"generated near {IN_DOMAIN[0]!r}: " + " | ".join(near))
     console.print("generated from the distribution of the validation vectors: " + " | ".join(sampled))
-    halfway = model.decode((vectors[0:1] + vectors[1:2]) / 2 + model.latent_distribution().mean)[0]
+    halfway = model.decode((vectors[0:1] + vectors[1:2]) / 2 + model.latent_distribution().mean, raw=True)[0]
     console.print(f"decoded halfway between the first two: {halfway!r}")
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     return {

@@ -73,8 +73,9 @@ def test_embed_whitens_by_default_and_raw_gives_the_encoders_vectors(random_expo
     assert model.embed(TINY_SENTENCES[:5], output="features", raw=True).shape == (5, model.raw_feature_dim)
     ids = model.tokenize(TINY_SENTENCES[:5])
     assert np.array_equal(model.embed_ids(ids, raw=True), raw) and np.array_equal(model.embed_ids(ids), default)
-    # the decoder reads raw vectors: reconstruct is unchanged, and decode of raw vectors equals it
-    assert model.decode(raw) == model.reconstruct(TINY_SENTENCES[:5])
+    # reconstruct is unchanged; decode takes embed's default vectors (the whitening undone) or raw ones
+    assert model.decode(raw, raw=True) == model.decode(default) == model.reconstruct(TINY_SENTENCES[:5])
+    np.testing.assert_allclose(model.postprocessing().undo(default), raw, atol=1e-4, rtol=0)
     np.testing.assert_allclose(np.linalg.norm(model.embed(TINY_SENTENCES[:5], normalize=True), axis=1), 1.0, atol=1e-6)
 
 
@@ -146,5 +147,9 @@ def test_export_options_none_and_whiten_dim(random_run: Path, tmp_path: Path, cl
     assert {output: entry["dim"] for output, entry in narrow["postprocess"].items()} == dict.fromkeys(OUTPUTS, 5)
     model = TextAE.load(tmp_path / "narrow")
     assert model.embed(TINY_SENTENCES[:2]).shape == (2, 5) and model.embed(TINY_SENTENCES[:2], output="features").shape == (2, 5)
+    # 5 of 24 directions cannot be undone: decode says to use raw vectors, and takes them
+    with pytest.raises(TextaeError, match=r"whitens sentence vectors to 5 of 24 dimensions, which decode cannot undo.*raw=True"):
+        model.decode(model.embed(TINY_SENTENCES[:2]))
+    assert model.decode(model.embed(TINY_SENTENCES[:2], raw=True), raw=True) == model.reconstruct(TINY_SENTENCES[:2])
     code, _, err = cli("export", random_run, "--out", tmp_path / "bad", "--postprocess", "pca")
     assert code == 2 and "postprocess must be one of whiten, none" in err

@@ -30,7 +30,7 @@ def test_runtime_runs_where_torch_cannot_be_imported(random_export: Path, runtim
         "sentences = json.loads(sys.argv[2])\n"
         "vectors = model.embed(sentences, raw=True)\n"
         "print(json.dumps({'vectors': vectors.tolist(), 'whitened': model.embed(sentences).tolist(), 'scores': model.score(sentences).tolist(),\n"
-        "    'reconstructions': model.reconstruct(sentences), 'decoded': model.decode(vectors),\n"
+        "    'reconstructions': model.reconstruct(sentences), 'decoded': model.decode(vectors, raw=True),\n"
         "    'loaded': loaded()}))\n"
     )
     sentences = TINY_SENTENCES[:4] + [""]
@@ -75,9 +75,11 @@ def test_empty_inputs_and_empty_sentences(runtime: TextAE) -> None:
 
 
 def test_decode_any_point_and_normalize(runtime: TextAE) -> None:
-    vectors = runtime.embed(TINY_SENTENCES[:2], raw=True)  # the decoder reads raw vectors
-    assert runtime.decode(vectors) == runtime.reconstruct(TINY_SENTENCES[:2])
-    middle = runtime.decode((vectors[:1] + vectors[1:]) / 2)
+    vectors = runtime.embed(TINY_SENTENCES[:2], raw=True)  # what the decoder reads
+    assert runtime.decode(vectors, raw=True) == runtime.reconstruct(TINY_SENTENCES[:2])
+    # decode takes what embed returns by default: the export's whitening is undone first
+    assert runtime.decode(runtime.embed(TINY_SENTENCES[:2])) == runtime.reconstruct(TINY_SENTENCES[:2])
+    middle = runtime.decode((vectors[:1] + vectors[1:]) / 2, raw=True)
     assert len(middle) == 1 and isinstance(middle[0], str)
     assert runtime.greedy_ids(vectors, method="loop") == runtime.greedy_ids(vectors, method="step")
     assert all(len(ids) <= 3 for ids in runtime.greedy_ids(vectors, max_length=3))

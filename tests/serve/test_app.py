@@ -101,8 +101,11 @@ def test_embed_whitens_by_default_and_raw_returns_the_encoders_vectors(export: P
             np.testing.assert_allclose(default, library.embed(sentences), atol=1e-5, rtol=0)
             np.testing.assert_allclose(raw, library.embed(sentences, raw=True), atol=1e-5, rtol=0)
             assert library.postprocessing() is not None and not np.allclose(np.array(default), np.array(raw)[:, : library.dim], atol=1e-3)
-            decoded = (await client.post("/decode", json={"vectors": raw})).json()["texts"]  # /decode reads what raw gives
-            assert decoded == library.decode(np.array(raw, dtype=np.float32))
+            decoded = (await client.post("/decode", json={"vectors": raw, "raw": True})).json()["texts"]
+            assert decoded == library.decode(np.array(raw, dtype=np.float32), raw=True)
+            # by default /decode takes what /embed returns by default, and undoes the whitening
+            undone = (await client.post("/decode", json={"vectors": default})).json()["texts"]
+            assert undone == decoded
             info = (await client.get("/info")).json()
             assert (info["dim"], info["raw_dim"]) == (library.dim, library.raw_dim)
             wrong = await client.post("/embed", json={"inputs": sentences, "raw": "maybe"})
@@ -129,8 +132,8 @@ def test_score_reconstruct_and_decode_equal_library(export: Path, library: TextA
             assert texts["truncated"] == [False] * 4
 
             vectors = library.embed(sentences[:3], raw=True)
-            decoded = (await client.post("/decode", json={"vectors": vectors.tolist()})).json()
-            assert decoded["texts"] == library.decode(vectors)
+            decoded = (await client.post("/decode", json={"vectors": vectors.tolist(), "raw": True})).json()
+            assert decoded["texts"] == library.decode(vectors, raw=True)
 
     run(scenario())
 

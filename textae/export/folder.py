@@ -335,6 +335,10 @@ def _print_report(console: Console, run_dir: Path, out_dir: Path, report: dict[s
     for output, entry in (report.get("postprocess") or {}).items():
         console.print(f"embed {output}: whitened {entry['input_dim']} -> {entry['dim']} dims by default "
                       f"(fitted on {entry['sentences']:,} {entry['source']}; raw with --raw)")  # fmt: skip
+        if output == "sentence_embedding" and entry["dim"] < entry["input_dim"]:
+            # a whitening that drops directions cannot be undone: decode then needs raw vectors
+            console.print(f"[bold yellow]note:[/] the whitening keeps {entry['dim']} of {entry['input_dim']} dims, so "
+                          "decode needs raw vectors (embed raw=True, decode raw=True)")  # fmt: skip
     loads = ", ".join(f"{precision} to {job}" for job, precision in report["job_precisions"].items())
     console.print(f"runtime loads {loads}; wrote {out_dir} in {report['seconds']} s")
 

@@ -5,8 +5,8 @@ it runs in an install without torch (a test imports it with torch blocked).
 
     model = TextAE.load("export/my-run")
     vectors = model.embed(["the cat sat on the mat.", "a dog ran in the park."])  # (2, dim) float32, whitened
-    raw = model.embed(["the cat sat on the mat.", "a dog ran in the park."], raw=True)  # (2, latent_dim)
-    model.decode((raw[:1] + raw[1:]) / 2)          # text from the point halfway between them
+    vectors = model.embed(["the cat sat on the mat.", "a dog ran in the park."])  # (2, dim), whitened
+    model.decode((vectors[:1] + vectors[1:]) / 2)  # text from the point halfway between them
     model.score(["the cat sat on the mat."])       # mean token NLL: higher is more anomalous
 """
 
@@ -59,8 +59,9 @@ class TextAE:
     end to end), as the export's gates chose them unless `load` is told one precision for both.
 
     embed applies the post-processing the export stores for each output (a whitening, see
-    `textae.runtime.postprocess`) unless called with raw=True; everything else (score, reconstruct,
-    decode, generate, the latent distribution) works on the encoder's raw vectors."""
+    `textae.runtime.postprocess`) unless called with raw=True, and decode undoes it, so the vectors
+    embed returns are the ones decode takes (raw=True on both for the encoder's own); score,
+    reconstruct, generate and the latent distribution work on raw vectors inside."""
 
     def __init__(
         self, folder: Path, manifest: Manifest, tokenizer: Tokenizer, precisions: dict[str, str], num_threads: int | None
@@ -286,7 +287,7 @@ class TextAE:
         else:
             centre = self._encode(self.tokenize([near]), None, "sentence_embedding", "text")[0]
             vectors = distribution.sample_near(centre, count, rng, SPREAD_NEAR_A_SENTENCE if spread is None else spread)
-        return self.decode(vectors, batch_size=batch_size, max_length=max_length)
+        return self.decode(vectors, batch_size=batch_size, max_length=max_length, raw=True)
 
     def reconstruct(self, sentences: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None) -> list[str]:
         """Encode each sentence and decode it greedily: what the model remembers of it."""
@@ -301,9 +302,13 @@ class TextAE:
                 texts[row] = text
         return texts
 
-    def decode(self, vectors: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None) -> list[str]:
-        """Greedy text for each row of raw vectors (N, raw_dim), e.g. embed(..., raw=True) or a point between two."""
-        vectors = self._check_vectors(vectors)
+    def decode(
+        self, vectors: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None, *, raw: bool = False
+    ) -> list[str]:
+        """Greedy text for each row of vectors as embed returns them (N, dim), or a point between two:
+        the export's whitening is undone first (decode(embed(x)) reconstructs x). raw=True takes the
+        encoder's raw vectors (N, raw_dim), as embed(..., raw=True) gives them."""
+        vectors = self._raw_vectors(vectors) if not raw else self._check_vectors(vectors)
         _check_batch_size(batch_size)
         texts: list[str] = []
         for start in range(0, len(vectors), batch_size):
@@ -393,10 +398,27 @@ class TextAE:
             raise TextaeError("expected at least one tokenized sentence")
         return pad_batch(token_ids, self.config.pad_id, min_width=width or 1)
 
+    def _raw_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        """embed's default vectors -> the raw vectors the decoder reads (the same, without a whitening)."""
+        whitening = self._postprocess.get("sentence_embedding")
+        if whitening is None:
+            return self._check_vectors(vectors)
+        if not whitening.invertible:
+            raise TextaeError(f"this export whitens sentence vectors to {whitening.dim} of {whitening.input_dim} dimensions, "
+                              "which decode cannot undo: decode raw vectors (embed(..., raw=True)) with raw=True")  # fmt: skip
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != whitening.dim or not np.isfinite(vectors).all():
+            self._check_vectors(vectors)  # its message names the shape or the NaN
+        unwhitened = whitening.undo(vectors)
+        if not np.isfinite(unwhitened).all():
+            raise TextaeError("vectors too large to undo the export's whitening (beyond float32); "
+                              "decode raw vectors (embed(..., raw=True)) with raw=True")  # fmt: skip
+        return self._check_vectors(unwhitened)
+
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.raw_dim:
-            raise TextaeError(f"expected vectors of shape (N, {self.raw_dim}) (raw sentence vectors, as embed(..., raw=True) gives), got {vectors.shape}")
+            raise TextaeError(f"expected vectors of shape (N, {self.raw_dim}) (sentence vectors, as embed gives them), got {vectors.shape}")
         if not np.isfinite(vectors).all():
             raise TextaeError("vectors contain NaN or infinity")
         return np.ascontiguousarray(vectors)

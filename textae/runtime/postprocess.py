@@ -45,9 +45,25 @@ class Whitening:
         """The width of whitened vectors (k)."""
         return int(self.transform.shape[1])
 
+    @property
+    def invertible(self) -> bool:
+        """Whether whitened vectors map back to raw ones: it keeps every direction (k == D)."""
+        return self.dim == self.input_dim
+
     def apply(self, vectors: np.ndarray) -> np.ndarray:
         """Whitened vectors (N, k) float32; see `apply_whitening`."""
         return apply_whitening(vectors, self.mean, self.transform)
+
+    def undo(self, vectors: np.ndarray) -> np.ndarray:
+        """The raw vectors (N, D) float32 that whiten to these (N, D): y @ inverse(transform) + mean.
+
+        What lets `decode` take the vectors `embed` returns by default (and points between them:
+        whitening is affine, so a midpoint maps to the raw midpoint)."""
+        if not self.invertible:
+            raise TextaeError(f"whitening to {self.dim} of {self.input_dim} dimensions cannot be undone")
+        inverse = np.linalg.inv(self.transform)
+        rows = np.asarray(vectors, dtype=np.float64)
+        return (np.einsum("nk,kj->nj", rows, inverse, optimize=False) + self.mean).astype(np.float32)
 
 
 def fit_whitening(vectors: np.ndarray, dim: int | None = None) -> Whitening:

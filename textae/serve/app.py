@@ -233,7 +233,7 @@ def create_app(settings: ServeSettings, *, handle_signals: bool = False) -> Fast
         for index, vector in enumerate(vectors):
             if not np.isfinite(vector).all():  # finite float64 values can overflow float32
                 raise ApiError(422, "vector has values beyond float32's range", f"vectors[{index}]")
-        texts = await service.run(request, Job(JobKind.DECODE, body.max_length), vectors, [1] * len(vectors))
+        texts = await service.run(request, Job(JobKind.DECODE, body.max_length, raw=body.raw), vectors, [1] * len(vectors))
         return _json({"texts": texts})
 
     @app.get("/health", response_model=schemas.StatusResponse, responses=schemas.error_responses(503))

@@ -102,7 +102,7 @@ def request_models(limits: Limits) -> RequestModels:
     class EmbedRequest(Strict):
         inputs: Inputs
         normalize: bool = Field(False, description="Scale every vector to unit length.")
-        raw: bool = Field(False, description="The encoder's raw vectors (what /decode reads), without the whitening the export stores and applies by default.")
+        raw: bool = Field(False, description="The encoder's raw vectors, without the whitening the export stores and applies by default (/decode takes them with raw).")
         truncate: bool = _TRUNCATE
 
     class ReconstructRequest(Strict):
@@ -118,6 +118,7 @@ def request_models(limits: Limits) -> RequestModels:
     class DecodeRequest(Strict):
         vectors: Annotated[list[Vector], Field(min_length=1, max_length=limits.max_inputs, description=f"1 to {limits.max_inputs} vectors of {limits.dim} finite numbers.")]
         max_length: DecodeLength
+        raw: bool = Field(False, description="The vectors are raw (/embed with raw); by default they are as /embed returns them, and the export's whitening is undone.")
 
     return RequestModels(OpenAIEmbeddingsRequest, EmbedRequest, ReconstructRequest, ScoreRequest, DecodeRequest)
 

@@ -50,7 +50,7 @@ class Job:
 
     kind: JobKind
     max_length: int | None = None  # RECONSTRUCT and DECODE: most tokens to generate (None: the model's default)
-    raw: bool = False  # EMBED: the encoder's raw vectors, without the export's stored whitening
+    raw: bool = False  # EMBED: the encoder's raw vectors, without the export's stored whitening; DECODE: the vectors are raw
 
 
 @dataclass
@@ -99,9 +99,10 @@ class Service:
             return [float(score) for score in self.model.score_ids(batch.payloads, width=batch.width)]
         if job.kind is JobKind.RECONSTRUCT:
             vectors = self.model.embed_ids(batch.payloads, width=batch.width, raw=True)  # the decoder reads raw vectors
-        else:  # JobKind.DECODE: the payloads are the vectors
-            vectors = np.stack(batch.payloads)
-        return self.model.decode(vectors, batch_size=len(vectors), max_length=job.max_length)
+            return self.model.decode(vectors, batch_size=len(vectors), max_length=job.max_length, raw=True)
+        # JobKind.DECODE: the payloads are the vectors, as /embed returns them (raw: as with raw)
+        vectors = np.stack(batch.payloads)
+        return self.model.decode(vectors, batch_size=len(vectors), max_length=job.max_length, raw=job.raw)
 
     def _observe_batch(self, stats: BatchStats) -> None:
         self.metrics.observe_batch(stats)
