@@ -5,7 +5,6 @@ it runs in an install without torch (a test imports it with torch blocked).
 
     model = TextAE.load("export/my-run")
     vectors = model.embed(["the cat sat on the mat.", "a dog ran in the park."])  # (2, dim) float32, whitened
-    vectors = model.embed(["the cat sat on the mat.", "a dog ran in the park."])  # (2, dim), whitened
     model.decode((vectors[:1] + vectors[1:]) / 2)  # text from the point halfway between them
     model.score(["the cat sat on the mat."])       # mean token NLL: higher is more anomalous
 """

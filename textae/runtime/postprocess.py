@@ -15,6 +15,7 @@ vectors. Benchmarks fit baselines with the same `fit_whitening`, so every method
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -59,11 +60,15 @@ class Whitening:
 
         What lets `decode` take the vectors `embed` returns by default (and points between them:
         whitening is affine, so a midpoint maps to the raw midpoint)."""
+        rows = np.asarray(vectors, dtype=np.float64)
+        return (np.einsum("nk,kj->nj", rows, self._inverse, optimize=False) + self.mean).astype(np.float32)
+
+    @cached_property
+    def _inverse(self) -> np.ndarray:
+        """The transform's inverse, computed once per loaded export rather than on every decode."""
         if not self.invertible:
             raise TextaeError(f"whitening to {self.dim} of {self.input_dim} dimensions cannot be undone")
-        inverse = np.linalg.inv(self.transform)
-        rows = np.asarray(vectors, dtype=np.float64)
-        return (np.einsum("nk,kj->nj", rows, inverse, optimize=False) + self.mean).astype(np.float32)
+        return np.linalg.inv(self.transform)
 
 
 def fit_whitening(vectors: np.ndarray, dim: int | None = None) -> Whitening:
