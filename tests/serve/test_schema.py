@@ -9,11 +9,10 @@ import pytest
 
 pytest.importorskip("schemathesis")
 pytest.importorskip("fastapi")
-import schemathesis
+import importlib
+import pkgutil
 
-# imported here, at collection, not first inside the fixture: CPython 3.11.7 raised "AST constructor
-# recursion depth mismatch" compiling this large module from deep in a full suite's stack
-import schemathesis.specs.openapi.schemas
+import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -24,6 +23,29 @@ from schemathesis.specs.openapi.checks import (
 
 from textae.serve.app import create_app
 from textae.serve.settings import ServeSettings
+
+
+def _import_all_of_schemathesis() -> None:
+    """pytest rewrites (recompiles) every module of a plugin's package as it is first imported, and
+    CPython 3.11.7 raised "AST constructor recursion depth mismatch" compiling schemathesis modules
+    that it imports lazily, from deep in a full suite's stack (first .specs.openapi.schemas, then
+    .transport.wsgi), plausibly because the parser's depth counter is shared between threads and
+    the served app's threads run meanwhile. Importing the whole package here, at collection, on a
+    shallow stack, means no schemathesis module is compiled while a test runs (about 1 s)."""
+    for module in pkgutil.walk_packages(schemathesis.__path__, "schemathesis."):
+        try:
+            importlib.import_module(module.name)
+        except ImportError:  # an integration whose optional dependency is absent (allure): never used here
+            pass
+
+
+_import_all_of_schemathesis()
+# hypothesis is a pytest plugin too; these are the modules of it this test was seen importing lazily
+for _lazy in ("hypothesis.internal.conjecture.optimiser", "hypothesis.strategies._internal.flatmapped", "hypothesis.strategies._internal.random"):
+    try:
+        importlib.import_module(_lazy)
+    except ImportError:  # a hypothesis that moved them: then they are compiled as before
+        pass
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
