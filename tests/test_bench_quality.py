@@ -122,3 +122,25 @@ def test_the_table_prints_raw_and_whitened_figures_for_every_method() -> None:
     assert "STS-B dev, whitened" in text and "67.0" in text and "66.0" in text
     assert met["STS-B dev"] is True  # whitened 67 clears 66 and Doc2Vec's better figure (66, whitened)
     assert met["SICK trial"] is True and met["exact reconstruction"] is False
+
+
+def test_the_token_mean_reads_the_encoders_own_table(random_run: Path, random_export: Path) -> None:
+    """bench_token_mean.py: the table found in encoder.onnx is the model's embedding (the torch
+    weights it was exported from), and a sentence's token mean is the mean of its tokens' rows."""
+    import bench_token_mean
+    import torch
+
+    from textae.runtime import TextAE
+
+    model = TextAE.load(random_export, num_threads=1)
+    table = bench_token_mean.token_table(random_export, model.config.vocab_size)
+    weights = torch.load(random_run / "best.pt", weights_only=True)["model"]
+    np.testing.assert_array_equal(table, weights["embedding.weight"].numpy())
+    embedder = bench_token_mean.TokenMean(model, table)
+    sentences = ["a b c", "", "the same words twice the same words twice"]
+    vectors = embedder.embed(sentences)
+    ids = model.tokenize(sentences)
+    np.testing.assert_allclose(vectors[0], table[ids[0]].mean(axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(vectors[1], table[model.manifest.special_tokens["pad_id"]])  # as the encoder reads ""
+    both = bench_token_mean.Concatenated([embedder, embedder]).embed(sentences)
+    assert both.shape == (3, 2 * table.shape[1])
