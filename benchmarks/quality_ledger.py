@@ -28,6 +28,20 @@ LEDGER = Path(__file__).resolve().parent / "results" / "quality.jsonl"
 LEDGER_VERSION = 1
 STAGES = ("screen", "final")
 
+# A row's settings are what its variant changed from the defaults of its day, so when the defaults
+# change the same settings mean another experiment. Each row records the version of the defaults it
+# ran under ("defaults", absent in rows of version 1), and rows are compared by their settings
+# resolved against version 1: DEFAULT_CHANGES[v] holds the swept fields version v changed, with
+# their new values, and FIRST_DEFAULTS those fields' values in version 1. Bump DEFAULTS_VERSION with
+# every change of a default the sweep touches (tests/test_sweep_ledger.py checks it against
+# textae.config).
+FIRST_DEFAULTS: dict[str, Any] = {"teacher_forcing_end": 0.75, "vocab_size": 8000}
+DEFAULT_CHANGES: dict[int, dict[str, Any]] = {
+    1: {},
+    2: {"teacher_forcing_end": 1.0, "vocab_size": 4000},  # issue 22: the 6m screens and the 30m finals
+}
+DEFAULTS_VERSION = max(DEFAULT_CHANGES)
+
 
 def _textae(row: dict[str, Any], task: str, key: str = "results", method: str = "textae") -> float | None:
     return ((row["figures"].get(key) or {}).get(method) or {}).get(task)
@@ -66,6 +80,7 @@ COLUMNS: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "flagged in-domain %": (lambda r: (r["figures"].get("anomaly") or {}).get("in_flagged"), "{:.1f}"),
     "generated new+self %": (lambda r: (r["figures"].get("generation") or {}).get("new_and_reconstruct_themselves"), "{:.1f}"),
     "precision": (lambda r: r.get("precision"), "{}"),
+    "defaults": (lambda r: f"v{int(r.get('defaults', 1))}", "{}"),
     "others' CPU %": (lambda r: 100 * r["other_cpu_share"] if r.get("other_cpu_share") is not None else None, "{:.0f}"),
     "wall min": (lambda r: r["wall_seconds"] / 60 if r.get("wall_seconds") is not None else None, "{:.1f}"),
     "commit": (lambda r: (r["commit"] or "?")[:9] + ("+dirty" if r.get("dirty") else "") if "commit" in r else None, "{}"),
@@ -133,6 +148,28 @@ def settings_key(settings: dict[str, Any]) -> str:
     return json.dumps(settings, sort_keys=True)
 
 
+def absolute_settings(settings: dict[str, Any], version: int) -> dict[str, Any]:
+    """A variant's settings under defaults `version`, as changes from version 1's defaults: the
+    form in which rows written under different defaults compare."""
+    resolved = {**DEFAULT_CHANGES[version], **settings}
+    return {key: value for key, value in resolved.items() if key not in FIRST_DEFAULTS or FIRST_DEFAULTS[key] != value}
+
+
+def settings_under(absolute: dict[str, Any], version: int) -> dict[str, Any]:
+    """absolute_settings' inverse: what a variant must set under defaults `version` to run them."""
+    defaults = {**FIRST_DEFAULTS, **DEFAULT_CHANGES[version]}
+    wanted = {**FIRST_DEFAULTS, **absolute}
+    return {key: value for key, value in wanted.items() if key not in defaults or defaults[key] != value}
+
+
+def row_defaults(row: dict[str, Any]) -> int:
+    return int(row.get("defaults", 1))
+
+
+def row_absolute_settings(row: dict[str, Any]) -> dict[str, Any]:
+    return absolute_settings(row["settings"], row_defaults(row))
+
+
 @dataclass(frozen=True)
 class Key:
     """What makes two runs the same experiment. The bench arguments are in it because a run on a
@@ -140,13 +177,13 @@ class Key:
 
     stage: str
     budget_seconds: float
-    settings: str  # settings_key(...)
+    settings: str  # settings_key(absolute_settings(...)): resolved against version 1's defaults
     cpu_kind: str
     bench_args: tuple[str, ...]
 
 
 def row_key(row: dict[str, Any]) -> Key:
-    return Key(row["stage"], float(row["budget_seconds"]), settings_key(row["settings"]), row["cpu"]["kind"],
+    return Key(row["stage"], float(row["budget_seconds"]), settings_key(row_absolute_settings(row)), row["cpu"]["kind"],
                tuple(row.get("bench_args") or ()))  # fmt: skip
 
 
@@ -216,14 +253,15 @@ class Agreement:
 def agreements(rows: list[dict[str, Any]]) -> list[Agreement]:
     """For every CPU kind, bench arguments and (screen budget, final budget) pair in the ledger: the
     Spearman rank correlation between the screen and the final ranking of the variants run at both.
-    Variants are matched by their settings, so a renamed variant still pairs up."""
+    Variants are matched by their settings resolved against the first defaults, so a renamed
+    variant, or one whose settings became the defaults, still pairs up."""
     groups: dict[tuple[str, tuple[str, ...]], dict[str, dict[float, dict[str, dict[str, Any]]]]] = defaultdict(
         lambda: {"screen": defaultdict(dict), "final": defaultdict(dict)}
     )
     for row in latest(rows):
         if row["stage"] in STAGES:
             group = groups[(row["cpu"]["kind"], tuple(row.get("bench_args") or ()))]
-            group[row["stage"]][float(row["budget_seconds"])][settings_key(row["settings"])] = row
+            group[row["stage"]][float(row["budget_seconds"])][settings_key(row_absolute_settings(row))] = row
     found = []
     for (cpu_kind, _), group in groups.items():
         for _screen_budget, screens in sorted(group["screen"].items()):

@@ -18,7 +18,10 @@ other than the ledger were modified), the date, the CPU model, ISA flags and kin
 arguments and a digest of the split, and the wall seconds. Commit the ledger after a session: a
 variant already there for the same stage, budget, settings, CPU kind and bench arguments is not
 run again (--force runs it again and appends a newer row; earlier rows are never rewritten), so
-the next session continues where this one stopped.
+the next session continues where this one stopped. A row also records the version of the defaults
+it ran under (quality_ledger.DEFAULTS_VERSION), and rows are compared by their settings resolved
+against the first defaults: after the defaults change, a variant that became them is the same
+experiment as "defaults", and an old "defaults" row is the variant "defaults-v1".
 
 --promote N (with --stage final) takes the N best screen rows of this CPU kind at --screen-budget
 by the ranking rule: the mean, over held-out exact match, STS-B dev, SICK trial, the better probe
@@ -65,7 +68,10 @@ REFERENCE = "defaults"  # the variant that trains the baselines, and always reac
 FIGURE_KEYS = ("results", "results_whitened", "whitening", "results_compared", "exact_reconstruction", "reconstructed", "anomaly",
                "generation", "textae", "targets_met", "cpu_seconds")  # fmt: skip
 
-# name -> settings; one factor at a time from the defaults (what issue 13 asks to sweep)
+# name -> settings; one factor at a time from the defaults (what issue 13 asks to sweep). Since
+# defaults version 2 (quality_ledger.DEFAULT_CHANGES) teacher forcing stays at 1.0 and the vocabulary
+# is 4000, so the variants that set those (teacher-forcing-only, vocab-4000, tf-only-vocab-4000)
+# are the defaults now, and the old defaults and each of their halves are variants instead.
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "hidden-768": {"hidden_size": 768},
@@ -79,22 +85,22 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr-constant": {"lr_schedule": "constant"},
     "batch-64": {"batch_size": 64},
     "batch-256": {"batch_size": 256},
-    "teacher-forcing-only": {"teacher_forcing_end": 1.0},
+    "teacher-forcing-to-0.75": {"teacher_forcing_end": 0.75},
     "teacher-forcing-to-0.5": {"teacher_forcing_end": 0.5},
-    "teacher-forcing-inverse-sigmoid": {"teacher_forcing_schedule": "inverse_sigmoid"},
-    "vocab-4000": {"vocab_size": 4000},
+    "teacher-forcing-inverse-sigmoid": {"teacher_forcing_schedule": "inverse_sigmoid", "teacher_forcing_end": 0.75},
+    "vocab-2000": {"vocab_size": 2000},
+    "vocab-8000": {"vocab_size": 8000},
     "vocab-16000": {"vocab_size": 16000},
     "optimizer-sgd": {"optimizer": "sgd"},
     "pooling-mean": {"pooling": "mean"},
     "denoising": {"noise": "delete:0.1,swap:0.1,mask:0.1"},
-    # issue 22: the training levers (sampled softmax, the contrastive term), heavier deletion, and
-    # one combination of two screened factors
+    # issue 22: the training levers (sampled softmax, the contrastive term), heavier deletion
     "sampled-softmax-1024": {"softmax_samples": 1024},
     "sampled-softmax-256": {"softmax_samples": 256},
     "contrastive-0.1": {"contrastive_weight": 0.1},
     "contrastive-1": {"contrastive_weight": 1.0},
     "denoise-delete-0.3": {"noise": "delete:0.3"},
-    "tf-only-vocab-4000": {"teacher_forcing_end": 1.0, "vocab_size": 4000},
+    "defaults-v1": {"teacher_forcing_end": 0.75, "vocab_size": 8000},  # the defaults before version 2
 }
 
 
@@ -128,7 +134,8 @@ class Plan:
         return parse_duration(self.budget, "--time-budget")
 
     def key(self, settings: dict[str, Any], cpu_kind: str) -> ledger.Key:
-        return ledger.Key(self.stage, self.budget_seconds, ledger.settings_key(settings), cpu_kind, self.bench_args)
+        absolute = ledger.absolute_settings(settings, ledger.DEFAULTS_VERSION)
+        return ledger.Key(self.stage, self.budget_seconds, ledger.settings_key(absolute), cpu_kind, self.bench_args)
 
     def result(self, name: str) -> Path:
         """Where bench_quality.py writes the variant's --json (a name may hold a dot: no with_suffix)."""
@@ -215,7 +222,8 @@ def make_row(plan: Plan, name: str, settings: dict[str, Any], bench: dict[str, A
         figures["generation"] = {k: v for k, v in figures["generation"].items() if k != "examples"}
     facts = bench.get("textae") or {}
     return {
-        "ledger": ledger.LEDGER_VERSION, "variant": name, "settings": settings, "stage": plan.stage, "budget": plan.budget,
+        "ledger": ledger.LEDGER_VERSION, "variant": name, "settings": settings, "defaults": ledger.DEFAULTS_VERSION,
+        "stage": plan.stage, "budget": plan.budget,
         "budget_seconds": plan.budget_seconds, "steps": facts.get("steps"), "precision": facts.get("precision"),
         "baselines": name == REFERENCE, **git,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -267,10 +275,12 @@ def choose(args: argparse.Namespace, plan: Plan, variants: dict[str, dict[str, A
     if not chosen:
         parser.error(f"no screen rows at {args.screen_budget} for CPU kind {cpu_kind} with these bench arguments in "
                      f"{plan.ledger}; run --stage screen first")  # fmt: skip
-    picked = {row["variant"]: row["settings"] for row in chosen}  # the ledger's settings: a --variant of an earlier session
+    # the ledger's settings (a --variant of an earlier session), restated against today's defaults
+    picked = {row["variant"]: ledger.settings_under(ledger.row_absolute_settings(row), ledger.DEFAULTS_VERSION) for row in chosen}
     print(f"sweep: promoted from the screen at {args.screen_budget}: {', '.join(picked)}"
           + ("" if REFERENCE in picked else f" (+ {REFERENCE}, the reference)"), flush=True)  # fmt: skip
-    return {REFERENCE: variants[REFERENCE], **picked} if REFERENCE not in picked else picked
+    # a promoted row whose settings are today's defaults (a variant that became them) runs as the reference
+    return {REFERENCE: variants[REFERENCE], **{name: settings for name, settings in picked.items() if settings and name != REFERENCE}}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

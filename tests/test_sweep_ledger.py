@@ -180,3 +180,45 @@ def test_a_row_records_how_much_cpu_other_processes_took_during_the_run() -> Non
     shares = sweep_quality.cpu_shares((0, 0), (16 * ticks, 20 * ticks), own_seconds=12.0)
     assert shares == {"run_cpu_share": 0.6, "other_cpu_share": 0.2}
     assert sweep_quality.cpu_shares(None, (1, 2), 1.0) == {}  # off Linux: nothing claimed
+
+
+def test_the_ledger_knows_todays_defaults() -> None:
+    """A default the sweep varies must not change without a new DEFAULTS_VERSION: rows are compared
+    by their settings resolved against the first defaults, through DEFAULT_CHANGES."""
+    from textae.config import ModelConfig, TrainConfig
+
+    today = {**ledger.FIRST_DEFAULTS, **ledger.DEFAULT_CHANGES[ledger.DEFAULTS_VERSION]}
+    for key, value in today.items():
+        assert getattr(TrainConfig(), key) == value, key
+    assert ModelConfig().vocab_size == TrainConfig().vocab_size
+
+
+def test_rows_under_older_defaults_compare_by_what_they_ran(sweep, capsys) -> None:
+    """A variant that became the defaults is the same experiment as "defaults"; the old defaults
+    are the variant defaults-v1; a promoted old row runs with its settings restated."""
+    old_defaults = {**ledger.FIRST_DEFAULTS}
+    new_defaults = {**old_defaults, **ledger.DEFAULT_CHANGES[ledger.DEFAULTS_VERSION]}
+    became_defaults = {key: value for key, value in new_defaults.items() if old_defaults[key] != value}
+
+    def old_row(name: str, settings: dict[str, Any], quality: float) -> dict[str, Any]:
+        return {"variant": name, "settings": settings, "stage": "screen", "budget": "6m", "budget_seconds": 360.0,
+                "cpu": this_cpu().to_dict(), "bench_args": [], "date": "2026-12-01", "commit": "0" * 40,
+                "figures": fake_bench_json(quality, baselines=False)}  # fmt: skip  # written under version 1: no "defaults"
+    sweep.ledger.parent.mkdir(parents=True)
+    ledger.append_row(sweep.ledger, old_row("became-defaults", became_defaults, 5))
+    ledger.append_row(sweep.ledger, old_row("defaults", {}, 1))
+    ledger.append_row(sweep.ledger, old_row("wide-then", {"hidden_size": 768}, 4))
+    again = FakeBench({})
+    assert sweep(again, "--only", "defaults", "defaults-v1") == 0
+    assert again.ran() == []  # both are in the ledger, under their old names
+    out = capsys.readouterr().out
+    assert "sweep: defaults: in the ledger (became-defaults" in out and "sweep: defaults-v1: in the ledger (defaults" in out
+    wide = FakeBench({})
+    sweep(wide, "--only", "hidden-768")  # the same settings meant another experiment under the old defaults
+    assert wide.ran() == ["hidden-768"] and ledger.read_rows(sweep.ledger)[-1]["defaults"] == ledger.DEFAULTS_VERSION
+    final = FakeBench({})
+    sweep(final, "--stage", "final", "--promote", "2")
+    # the top two old rows: became-defaults runs as the reference; wide-then with the old defaults spelled out
+    assert final.ran() == ["defaults", "wide-then"]
+    sets = [final.commands[1][i + 1] for i, part in enumerate(final.commands[1]) if part == "--set"]
+    assert sorted(sets) == sorted(["hidden_size=768", *(f"{key}={value}" for key, value in old_defaults.items())])

@@ -40,7 +40,7 @@ C = TypeVar("C")
 class ModelConfig:
     """Everything needed to rebuild the network; saved in every checkpoint and export manifest."""
 
-    vocab_size: int = 8000  # size of the tokenizer's vocabulary (the softmax width)
+    vocab_size: int = 4000  # size of the tokenizer's vocabulary (the softmax width)
     embedding_dim: int = 256  # token embedding width, shared by encoder and decoder
     hidden_size: int = 512  # recurrent state width of encoder and decoder
     latent_dim: int = 256  # width of the sentence vector
@@ -90,7 +90,7 @@ class TrainConfig:
     min_valid_sentences: int = 200  # a small corpus holds out this many (at most a fifth of it): the export's p99 flag needs 99
     free_running_sentences: int = 256  # validation sentences decoded greedily without teacher forcing
     tokenizer: str | None = None  # reuse this tokenizer.json instead of training one
-    vocab_size: int = 8000  # vocabulary size of a newly trained tokenizer
+    vocab_size: int = 4000  # vocabulary size of a newly trained tokenizer
     max_length: int = 64  # truncate sentences to this many tokens
     batch_size: int = 128  # sentences per optimisation step (large batches keep 2 CPU cores busy)
     epochs: int = 10  # passes over the training data (the run also stops at max_steps or early stopping)
@@ -104,7 +104,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # clip the global gradient norm to this value
     teacher_forcing_schedule: str = "linear"  # how the gold-token probability decays: constant, linear, exponential or inverse_sigmoid (Bengio et al. 2015)
     teacher_forcing_start: float = 1.0  # probability of feeding the gold token at step 0
-    teacher_forcing_end: float = 0.75  # probability the schedule decays to
+    teacher_forcing_end: float = 1.0  # probability the schedule decays to (1.0: always the gold token, no scheduled sampling)
     teacher_forcing_decay_steps: int | None = None  # steps to reach the end value (default: the whole run)
     scheduled_sampling: str = "parallel"  # feed predictions step by step ("step", Bengio et al.) or in two parallel passes ("parallel", faster)
     noise: str = ""  # denoising input corruption, e.g. "delete:0.1,swap:0.1,mask:0.1" (targets stay clean)

@@ -123,8 +123,8 @@ def test_config_refuses_bad_sample_counts() -> None:
     with pytest.raises(TextaeError, match="softmax_samples must be 0"):
         TrainConfig(softmax_samples=-1).validate()
     with pytest.raises(TextaeError, match="smaller than vocab_size 8000"):
-        TrainConfig(softmax_samples=8000).validate()
-    TrainConfig(softmax_samples=1024).validate()
+        TrainConfig(vocab_size=8000, softmax_samples=8000).validate()
+    TrainConfig(vocab_size=8000, softmax_samples=1024).validate()
 
 
 def test_a_tiny_run_learns_with_sampled_softmax_and_exports(tmp_path: Path, tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
