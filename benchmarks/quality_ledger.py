@@ -80,7 +80,7 @@ COLUMNS: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "flagged in-domain %": (lambda r: (r["figures"].get("anomaly") or {}).get("in_flagged"), "{:.1f}"),
     "generated new+self %": (lambda r: (r["figures"].get("generation") or {}).get("new_and_reconstruct_themselves"), "{:.1f}"),
     "precision": (lambda r: r.get("precision"), "{}"),
-    "defaults": (lambda r: f"v{int(r.get('defaults', 1))}", "{}"),
+    "defaults": (lambda r: f"v{row_defaults(r)}", "{}"),
     "others' CPU %": (lambda r: 100 * r["other_cpu_share"] if r.get("other_cpu_share") is not None else None, "{:.0f}"),
     "wall min": (lambda r: r["wall_seconds"] / 60 if r.get("wall_seconds") is not None else None, "{:.1f}"),
     "commit": (lambda r: (r["commit"] or "?")[:9] + ("+dirty" if r.get("dirty") else "") if "commit" in r else None, "{}"),

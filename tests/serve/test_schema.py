@@ -24,28 +24,26 @@ from schemathesis.specs.openapi.checks import (
 from textae.serve.app import create_app
 from textae.serve.settings import ServeSettings
 
+# hypothesis is a pytest plugin too; these are the modules of it this test was seen importing lazily
+HYPOTHESIS_LAZY = ("hypothesis.internal.conjecture.optimiser", "hypothesis.strategies._internal.flatmapped", "hypothesis.strategies._internal.random")
 
-def _import_all_of_schemathesis() -> None:
+
+def _import_lazy_plugin_modules() -> None:
     """pytest rewrites (recompiles) every module of a plugin's package as it is first imported, and
     CPython 3.11.7 raised "AST constructor recursion depth mismatch" compiling schemathesis modules
     that it imports lazily, from deep in a full suite's stack (first .specs.openapi.schemas, then
     .transport.wsgi), plausibly because the parser's depth counter is shared between threads and
-    the served app's threads run meanwhile. Importing the whole package here, at collection, on a
-    shallow stack, means no schemathesis module is compiled while a test runs (about 1 s)."""
-    for module in pkgutil.walk_packages(schemathesis.__path__, "schemathesis."):
+    the served app's threads run meanwhile. Importing all of schemathesis (and hypothesis's lazy
+    ones) here, at collection, on a shallow stack, means none is compiled while a test runs (about 1 s)."""
+    names = [module.name for module in pkgutil.walk_packages(schemathesis.__path__, "schemathesis.")]
+    for name in [*names, *HYPOTHESIS_LAZY]:
         try:
-            importlib.import_module(module.name)
-        except ImportError:  # an integration whose optional dependency is absent (allure): never used here
+            importlib.import_module(name)
+        except ImportError:  # an integration whose optional dependency is absent (allure), or a moved module
             pass
 
 
-_import_all_of_schemathesis()
-# hypothesis is a pytest plugin too; these are the modules of it this test was seen importing lazily
-for _lazy in ("hypothesis.internal.conjecture.optimiser", "hypothesis.strategies._internal.flatmapped", "hypothesis.strategies._internal.random"):
-    try:
-        importlib.import_module(_lazy)
-    except ImportError:  # a hypothesis that moved them: then they are compiled as before
-        pass
+_import_lazy_plugin_modules()
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
