@@ -177,14 +177,18 @@ def cpu_shares(before: tuple[int, int] | None, after: tuple[int, int] | None, ow
     return {"run_cpu_share": round(own_seconds / total, 3), "other_cpu_share": round(others / total, 3)}
 
 
-def run_bench(command: list[str]) -> tuple[int, float]:
+def run_bench(command: list[str]) -> tuple[int, float, dict[str, float]]:
     """One bench_quality.py run under the machine-wide benchmark lock: (exit status, wall seconds of
-    the run itself, not of the wait for the lock)."""
+    the run itself, `cpu_shares` of the run), the last two measured from when it holds the lock:
+    what ran while it waited (another benchmark, a test run) is not "others' CPU" of this run."""
     with open(LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one benchmark at a time on this machine
+        children, machine = os.times(), busy_jiffies()
         started = time.perf_counter()
         done = subprocess.run(command, check=False)
-        return done.returncode, time.perf_counter() - started
+        wall = time.perf_counter() - started
+        own = sum(os.times()[2:4]) - sum(children[2:4])  # the run's user + system CPU seconds
+        return done.returncode, wall, cpu_shares(machine, busy_jiffies(), own)
 
 
 def git_state(repo: Path = REPO) -> dict[str, Any]:
@@ -245,10 +249,7 @@ def run_variant(plan: Plan, name: str, settings: dict[str, Any], cpu: dict[str, 
     shutil.rmtree(plan.work / name, ignore_errors=True)  # scratch: an interrupted run's folder must not block this one
     git = git_state()  # before the run: the code that trains is the code at start
     print(f"sweep: {name}: {' '.join(command)}", flush=True)
-    children, machine = os.times(), busy_jiffies()
-    code, wall = run_bench(command)
-    own = sum(os.times()[2:4]) - sum(children[2:4])  # the run's user + system CPU seconds
-    shares = cpu_shares(machine, busy_jiffies(), own)
+    code, wall, shares = run_bench(command)
     if code != 0 or not result.is_file():
         print(f"sweep: {name}: bench_quality.py exited with {code}; no row written", file=sys.stderr, flush=True)
         return False

@@ -42,20 +42,20 @@ class FakeBench:
     def __init__(self, quality: dict[str, float], fail: tuple[str, ...] = ()) -> None:
         self.quality, self.fail, self.commands = quality, fail, []
 
-    def __call__(self, command: list[str]) -> tuple[int, float]:
+    def __call__(self, command: list[str]) -> tuple[int, float, dict[str, float]]:
         self.commands.append(command)
         work = Path(command[command.index("--work") + 1])
         settings = [command[i + 1] for i, part in enumerate(command) if part == "--set"]
         name = work.name
         if name in self.fail:
-            return 1, 2.0
+            return 1, 2.0, {}
         work.mkdir(parents=True, exist_ok=True)
         for part in ("train", "valid", "heldout"):
             (work / f"{part}.txt").write_text("one\ntwo\n", encoding="utf-8")
         quality = self.quality.get(name, self.quality.get(",".join(settings), 0.0))
         bench = fake_bench_json(quality, baselines="--no-baselines" not in command)
         Path(command[command.index("--json") + 1]).write_text(json.dumps(bench), encoding="utf-8")
-        return 0, 12.5
+        return 0, 12.5, {"run_cpu_share": 0.98, "other_cpu_share": 0.01}
 
     def ran(self) -> list[str]:
         return [Path(c[c.index("--work") + 1]).name for c in self.commands]
@@ -180,6 +180,17 @@ def test_a_row_records_how_much_cpu_other_processes_took_during_the_run() -> Non
     shares = sweep_quality.cpu_shares((0, 0), (16 * ticks, 20 * ticks), own_seconds=12.0)
     assert shares == {"run_cpu_share": 0.6, "other_cpu_share": 0.2}
     assert sweep_quality.cpu_shares(None, (1, 2), 1.0) == {}  # off Linux: nothing claimed
+
+
+def test_the_cpu_shares_are_counted_from_when_the_run_holds_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run waiting for the benchmark lock is not trained beside what holds it: the machine's
+    counters are read once the lock is held (a wait once counted another benchmark as 35 % of others' CPU)."""
+    events: list[str] = []
+    monkeypatch.setattr(sweep_quality, "LOCK", tmp_path / "lock")
+    monkeypatch.setattr(sweep_quality.fcntl, "flock", lambda handle, operation: events.append("locked"))
+    monkeypatch.setattr(sweep_quality, "busy_jiffies", lambda: events.append("counted") or None)
+    code, wall, shares = sweep_quality.run_bench([sys.executable, "-c", "pass"])
+    assert (code, shares) == (0, {}) and wall > 0 and events == ["locked", "counted", "counted"]
 
 
 def test_the_ledger_knows_todays_defaults() -> None:
