@@ -14,11 +14,17 @@ WORK/train.txt), as the export fits its own.
 
 Candidates (--only picks some; each costs two evaluations, a few minutes on 2 cores):
   - "token mean": the masked mean of the token embeddings alone (E wide);
-  - "features + token mean": today's features (mean and max of the top states, 2H) with the token
-    mean appended (2H + E), whitened as one vector;
-  - "features + token mean, balanced": each block whitened on its own and scaled to unit mean
-    squared norm per block, so the 2H-wide states do not outweigh the E-wide bottom in a cosine;
-  - "features": today's features, for reference in the same run.
+  - "token max", "token mean, SIF" (weights a / (a + p(token)), a = 1e-3, p from the sample;
+    Arora et al. 2017), "token mean + max, balanced", "token mean + max + min, balanced";
+  - "features + token mean", "features + token mean, balanced", "features + token mean + max,
+    balanced": the export's features with the token pools appended ("balanced": each block
+    whitened on its own and scaled to unit mean squared norm per block, so a wide block does not
+    outweigh a narrow one in a cosine);
+  - "vector + token mean + max, balanced": the sentence vector beside the token pools;
+  - "features": the export's features, for reference in the same run.
+The export's features are what its `feature_source` pools: on an export made before that setting
+(or with --feature-source states) they are the top layer's states; since, by default, the token
+embeddings' mean and max, which this benchmark chose (the README's "Encoder features").
 One benchmark at a time: it uses both cores (hold /tmp/textae-bench.lock, as the sweep does).
 """
 
@@ -55,13 +61,25 @@ def token_table(export: Path, vocab_size: int) -> np.ndarray:
 class TokenMean:
     """The masked mean of each sentence's token embeddings; an empty sentence reads one <pad>, as the encoder does."""
 
-    def __init__(self, model: TextAE, table: np.ndarray) -> None:
-        self.model, self.table = model, table
+    def __init__(self, model: TextAE, table: np.ndarray, pool: str = "mean", weights: np.ndarray | None = None) -> None:
+        self.model, self.table, self.pool, self.weights = model, table, pool, weights
         self.pad_id = model.manifest.special_tokens["pad_id"]
 
     def embed(self, sentences: Sequence[str]) -> np.ndarray:
-        ids = self.model.tokenize(list(sentences))
-        return np.stack([self.table[row if row else [self.pad_id]].mean(axis=0) for row in ids]).astype(np.float32)
+        rows = []
+        for row in self.model.tokenize(list(sentences)):
+            ids = row if row else [self.pad_id]
+            vectors = self.table[ids]
+            if self.pool == "max":
+                rows.append(vectors.max(axis=0))
+            elif self.pool == "min":
+                rows.append(vectors.min(axis=0))
+            elif self.weights is not None:  # SIF (Arora et al. 2017): a / (a + p(token)) weights
+                w = self.weights[ids]
+                rows.append((w[:, None] * vectors).sum(axis=0) / max(float(w.sum()), 1e-12))
+            else:
+                rows.append(vectors.mean(axis=0))
+        return np.stack(rows).astype(np.float32)
 
 
 class Concatenated:
@@ -83,13 +101,24 @@ def candidates(model: TextAE, table: np.ndarray, sample: list[str]) -> dict[str,
     features = quality.RawTextaeEmbedder(model, "features")
     token_mean = TokenMean(model, table)
 
-    def balanced() -> object:
-        return Concatenated([features, token_mean], [fit_whitening(p.embed(sample)) for p in (features, token_mean)])
+    def balanced(*parts: object) -> Callable[[], object]:
+        return lambda: Concatenated(list(parts), [fit_whitening(p.embed(sample)) for p in parts])  # type: ignore[attr-defined]
+
+    token_max, token_min = TokenMean(model, table, "max"), TokenMean(model, table, "min")
+    vector = quality.RawTextaeEmbedder(model, "sentence_embedding")
+    counts = np.bincount(np.concatenate([np.asarray(r, dtype=np.int64) for r in model.tokenize(sample) if r]), minlength=len(table))
+    sif = TokenMean(model, table, weights=(1e-3 / (1e-3 + counts / counts.sum())).astype(np.float32))
 
     return {
         "token mean": lambda: token_mean,
         "features + token mean": lambda: Concatenated([features, token_mean]),
-        "features + token mean, balanced": balanced,
+        "features + token mean, balanced": balanced(features, token_mean),
+        "token max": lambda: token_max,
+        "token mean + max, balanced": balanced(token_mean, token_max),
+        "token mean, SIF": lambda: sif,
+        "features + token mean + max, balanced": balanced(features, token_mean, token_max),
+        "token mean + max + min, balanced": balanced(token_mean, token_max, token_min),
+        "vector + token mean + max, balanced": balanced(vector, token_mean, token_max),
         "features": lambda: features,
     }
 

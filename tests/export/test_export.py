@@ -90,6 +90,25 @@ def test_runtime_matches_torch(parity_case: tuple[Path, Path]) -> None:
     assert runtime.reconstruct(sentences, batch_size=33) == decode_batch(runtime.tokenizer, reference["greedy"])
 
 
+def test_default_features_are_the_token_embeddings_mean_and_max_in_every_precision(random_export: Path) -> None:
+    """feature_source "tokens": what embed(output="features") returns is computable from the
+    encoder's own embedding table, and int8 reads that fp32 table too (no product to quantize)."""
+    from onnx import numpy_helper
+
+    fp32, int8 = TextAE.load(random_export, precision="fp32"), TextAE.load(random_export, precision="int8")
+    assert fp32.config.feature_source == "tokens" and fp32.raw_feature_dim == 2 * fp32.config.embedding_dim
+    graph = onnx.load(str(random_export / "encoder.onnx"))
+    tables = [numpy_helper.to_array(t) for t in graph.graph.initializer if list(t.dims) == [fp32.config.vocab_size, fp32.config.embedding_dim]]
+    assert len(tables) == 1
+    sentences = TINY_SENTENCES[:7] + [""]
+    rows = [ids or [fp32.config.pad_id] for ids in fp32.tokenize(sentences)]  # an empty sentence reads one <pad>
+    expected = np.stack([np.concatenate([tables[0][ids].mean(0), tables[0][ids].max(0)]) for ids in rows])
+    for model in (fp32, int8):
+        for batch_size in (1, 5):
+            got = model.embed(sentences, output="features", raw=True, batch_size=batch_size)
+            np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
 def test_graphs_have_dynamic_axes_and_the_manifest_describes_them(random_export: Path) -> None:
     manifest = json.loads((random_export / MANIFEST_FILE).read_text())
     assert manifest["format_version"] == FORMAT_VERSION == 2 and manifest["opset"] == 17
@@ -261,8 +280,8 @@ def test_int8_vectors_are_batch_invariant(int8_export: Path) -> None:
 ROW_QUANT_VARIANTS = {
     "lstm": {},
     "lstm-forward-input": {"reverse_input": False},
-    "rnn-2layers-max": {"cell": "rnn", "num_layers": 2, "pooling": "max"},
-    "gru-mean": {"cell": "gru", "pooling": "mean"},
+    "rnn-2layers-max": {"cell": "rnn", "num_layers": 2, "pooling": "max", "feature_source": "states"},
+    "gru-mean": {"cell": "gru", "pooling": "mean", "feature_source": "states+tokens"},
     "lstm-narrow-hidden-max": {"embedding_dim": 40, "hidden_size": 12, "pooling": "max"},
 }
 
@@ -289,18 +308,22 @@ def test_row_quantized_encoder_runs_the_integer_maths_of_its_torch_twin(variant:
     input_ids = input_ids.masked_fill(torch.arange(9) >= lengths.unsqueeze(1), model.config.pad_id)
     with torch.no_grad():
         prologue, step, epilogue = rowquant._Prologue(model), rowquant._Step(model), rowquant._Epilogue(model)
-        gates, h = prologue(input_ids, lengths)
+        gates, h, *token_pools = prologue(input_ids, lengths)
         c, outputs = h, []
         for t in range(gates.size(0)):
             h, c, top = step(gates[t], h, c)
             outputs.append(top)
-        emulated, emulated_features = (t.numpy() for t in epilogue(torch.stack(outputs), lengths))
+        emulated, emulated_features = (t.numpy() for t in epilogue(torch.stack(outputs), lengths, *token_pools))
         fp32, fp32_features = (t.numpy() for t in model.encode_with_features(input_ids, lengths))
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["sentence_embedding", "features"]
     got, got_features = session.run(None, {"input_ids": input_ids.numpy(), "lengths": lengths.numpy()})
     assert np.abs(got - emulated).max() <= 1e-5 and np.abs(got_features - emulated_features).max() <= 1e-5
     for int8, exact in ((got, fp32), (got_features, fp32_features)):  # the features from the same int8 states
+        # the token pools of an empty sentence are its <pad> row, all zeros, in both
+        zero = np.linalg.norm(exact, axis=1) == 0
+        assert np.all(int8[zero] == 0)
+        int8, exact = int8[~zero], exact[~zero]
         cosines = (int8 * exact).sum(1) / np.linalg.norm(int8, axis=1) / np.linalg.norm(exact, axis=1)
         assert cosines.min() >= 0.999
 

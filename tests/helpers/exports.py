@@ -19,8 +19,9 @@ from helpers.tiny import TINY_SENTENCES, write_untrained_run
 
 # Small variants covering every export path: cells, layers, directions, pooling, tied/untied output.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "gru-bidirectional-mean-untied": {"cell": "gru", "bidirectional": True, "pooling": "mean", "tie_embeddings": False},
-    "rnn-2layers-max": {"cell": "rnn", "num_layers": 2, "pooling": "max"},
+    # each feature source once besides the default tokens: states+tokens, and states (exports before the field)
+    "gru-bidirectional-mean-untied": {"cell": "gru", "bidirectional": True, "pooling": "mean", "tie_embeddings": False, "feature_source": "states+tokens"},
+    "rnn-2layers-max": {"cell": "rnn", "num_layers": 2, "pooling": "max", "feature_source": "states"},
     "lstm-bidirectional-2layers-final-untied": {"cell": "lstm", "bidirectional": True, "num_layers": 2, "tie_embeddings": False},
     # hidden narrower than embedding: the tied output projection is folded into one matrix
     "lstm-narrow-hidden-max": {"cell": "lstm", "embedding_dim": 40, "hidden_size": 12, "pooling": "max"},

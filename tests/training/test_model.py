@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from textae.config import ModelConfig, from_dict, to_dict
+from textae.errors import TextaeError
 from textae.training.model import Autoencoder, append_eos, mix_inputs
 
 VOCAB = 50
@@ -61,6 +62,39 @@ def test_configs_saved_before_reverse_input_existed_read_forward() -> None:
     del saved["reverse_input"]
     assert from_dict(ModelConfig, saved).reverse_input is False
     assert ModelConfig().reverse_input is True
+
+
+@pytest.mark.parametrize("source", ["tokens", "states", "states+tokens"])
+def test_features_pool_what_feature_source_names(source: str) -> None:
+    model = make_model(feature_source=source)
+    input_ids, lengths = padded_batch([[5, 6, 7], [8, 9], []], width=6)
+    with torch.no_grad():
+        _, features = model.encode_with_features(input_ids, lengths)
+        states, _ = model.encoder.states(input_ids, lengths)
+        table = model.embedding.weight
+    assert features.shape == (3, model.config.feature_dim)
+    expected = []
+    for row, tokens in enumerate([[5, 6, 7], [8, 9], [0]]):  # an empty sentence reads its one <pad>
+        parts = []
+        if "states" in source:
+            read = states[row, : len(tokens)]
+            parts += [read.mean(0), read.amax(0)]
+        if "tokens" in source:
+            parts += [table[tokens].mean(0), table[tokens].amax(0)]
+        expected.append(torch.cat(parts))
+    torch.testing.assert_close(features, torch.stack(expected), atol=1e-6, rtol=0)
+    widths = {"tokens": 2 * 16, "states": 2 * 24, "states+tokens": 2 * 24 + 2 * 16}
+    assert model.config.feature_dim == widths[source]
+
+
+def test_configs_saved_before_feature_source_existed_pool_the_states() -> None:
+    saved = to_dict(ModelConfig())
+    del saved["feature_source"]
+    old = from_dict(ModelConfig, saved)
+    assert old.feature_source == "states" and old.feature_dim == 2 * old.hidden_size
+    assert ModelConfig().feature_source == "tokens" and ModelConfig().feature_dim == 2 * ModelConfig().embedding_dim
+    with pytest.raises(TextaeError, match="feature_source"):
+        ModelConfig(feature_source="words").validate()
 
 
 def test_loss_ignores_padding() -> None:

@@ -85,6 +85,7 @@ def export_model(
     sample_sentences: Sequence[str] | None = None,
     postprocess: str = "whiten",
     whiten_dim: int | None = None,
+    feature_source: str | None = None,
 ) -> dict[str, Any]:
     """Write run_dir's best model to out_dir as ONNX graphs + tokenizer + manifest; return the report.
 
@@ -98,6 +99,11 @@ def export_model(
     features, fitted on up to 20,000 training sentences of the run, which `TextAE.embed` applies
     unless asked for raw vectors; whiten_dim keeps that many directions (default: the full width).
     postprocess="none" stores none: embed returns the raw vectors.
+
+    feature_source (tokens, states or states+tokens) sets what the encoder's features output
+    pools instead of the run's own setting: it reads weights every run has, so a run trained
+    before the setting existed (its features pooled the states) can be exported with the token
+    pools that issue 22 measured better.
     """
     check_postprocess_options(postprocess, whiten_dim)
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
@@ -108,6 +114,9 @@ def export_model(
     console = console or Console()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     model, checkpoint = load_model_from_run(run_dir)
+    if feature_source is not None:
+        replace(model.config, feature_source=feature_source).validate()
+        model.config.feature_source = feature_source  # one config object, shared by encoder and decoder
     tokenizer_path = run_dir / TOKENIZER_FILE
     special_tokens = special_token_ids(load_tokenizer(tokenizer_path), where=str(tokenizer_path))
     config_ids = {name: getattr(model.config, name) for name in special_tokens}

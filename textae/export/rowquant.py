@@ -32,7 +32,15 @@ from torch import Tensor, nn
 from textae.export.graphs import FoldedLayer, GraphShapes, _frozen, trace_to_onnx
 from textae.export.loop import _prefix_names, _scalar
 from textae.manifest import INT8_WEIGHT_BITS
-from textae.training.model import Autoencoder, masked_max, masked_mean, pool, reverse_within_lengths
+from textae.training.model import (
+    Autoencoder,
+    join_features,
+    mean_and_max,
+    pool,
+    reads_states,
+    reads_tokens,
+    reverse_within_lengths,
+)
 
 ACTIVATION_LEVELS = 127.0  # activations: symmetric int8, -127..127, stored as uint8 q + 128
 WEIGHT_LEVELS = float(2 ** (INT8_WEIGHT_BITS - 1) - 1)  # 63: 7-bit weights never saturate an int16 pair (module doc)
@@ -71,7 +79,9 @@ class RowQuantAffine(nn.Module):
 
 
 class _Prologue(nn.Module):
-    """input_ids (B, T), lengths (B,) -> first-layer input gates (T, B, G*H) and zero states (N, B, H)."""
+    """input_ids (B, T), lengths (B,) -> first-layer input gates (T, B, G*H) and zero states (N, B, H),
+    and, when the features read the token embeddings, their masked mean and max (B, 2E), from the
+    fp32 table as in the fp32 graph (no product to quantize)."""
 
     def __init__(self, model: Autoencoder) -> None:
         super().__init__()
@@ -81,13 +91,17 @@ class _Prologue(nn.Module):
         bias = rnn.bias_ih_l0 + rnn.bias_hh_l0 if _hidden_bias_folds(model) else rnn.bias_ih_l0
         self.input_projection = RowQuantAffine(rnn.weight_ih_l0.t(), bias)
 
-    def forward(self, input_ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, input_ids: Tensor, lengths: Tensor) -> tuple[Tensor, ...]:
         lengths = lengths.clamp(min=1)
         if self.config.reverse_input:
             input_ids = reverse_within_lengths(input_ids, lengths)
-        gates = self.input_projection(self.embedding(input_ids)).transpose(0, 1)  # (T, B, G*H)
+        embedded = self.embedding(input_ids)  # (B, T, E); the token pools ignore the order
+        gates = self.input_projection(embedded).transpose(0, 1)  # (T, B, G*H)
         zeros = torch.zeros_like(gates[0, :, : self.config.hidden_size])  # (B, H)
-        return gates, zeros if self.config.num_layers == 1 else torch.stack([zeros] * self.config.num_layers)
+        states = zeros if self.config.num_layers == 1 else torch.stack([zeros] * self.config.num_layers)
+        if reads_tokens(self.config):
+            return gates, states, mean_and_max(embedded, lengths)
+        return gates, states
 
 
 def _hidden_bias_folds(model: Autoencoder) -> bool:
@@ -122,19 +136,20 @@ class _Step(nn.Module):
 
 
 class _Epilogue(nn.Module):
-    """The top layer's states (T, B, H) -> sentence_embedding (B, Z), pooled as model.encode pools,
-    and features (B, 2H): their masked mean and max, as model.encode_with_features computes them
-    (from the same per-row int8 states, so the features are batch-invariant too)."""
+    """The top layer's states (T, B, H) [and the prologue's token pools (B, 2E)] -> sentence_embedding
+    (B, Z), pooled as model.encode pools, and features (B, F) as model.encode_with_features joins
+    them (from the same per-row int8 states, so the features are batch-invariant too)."""
 
     def __init__(self, model: Autoencoder) -> None:
         super().__init__()
         self.config = model.config
         self.to_latent = RowQuantAffine(model.encoder.to_latent.weight.t(), model.encoder.to_latent.bias)
 
-    def forward(self, outputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, outputs: Tensor, lengths: Tensor, token_pools: Tensor | None = None) -> tuple[Tensor, Tensor]:
         states, lengths = outputs.transpose(0, 1), lengths.clamp(min=1)  # (B, T, H)
         pooled = pool(states, lengths, self.config)  # (B, H)
-        return self.to_latent(pooled), torch.cat([masked_mean(states, lengths), masked_max(states, lengths)], dim=1)
+        state_pools = mean_and_max(states, lengths) if reads_states(self.config) else None
+        return self.to_latent(pooled), join_features(state_pools, token_pools)
 
 
 def row_quantized_encoder(model: Autoencoder, shapes: GraphShapes, opset: int) -> onnx.ModelProto:
@@ -145,14 +160,18 @@ def row_quantized_encoder(model: Autoencoder, shapes: GraphShapes, opset: int) -
     lengths = torch.tensor([5, 2, 3])
     prologue_module, step_module, epilogue_module = _Prologue(model), _Step(model), _Epilogue(model)
     with torch.no_grad():
-        gates, state = prologue_module(input_ids, lengths)
+        gates, state, *token_pools = prologue_module(input_ids, lengths)
         _, _, top = step_module(gates[0], state, state)
     state_type = ("float32", ["batch", hidden] if config.num_layers == 1 else [config.num_layers, "batch", hidden])
     signature = shapes["encoder"]
+    # the token embeddings' pools (when the features read them) go from the prologue, which looks
+    # the tokens up, past the Scan to the epilogue, which joins the features
+    handed_on = ("token_pools",) if reads_tokens(config) else ()
+    token_pools_type = {"token_pools": ("float32", ["batch", 2 * config.embedding_dim])} if handed_on else {}
     prologue = trace_to_onnx(
         prologue_module, (input_ids, lengths), "int8 encoder prologue",
-        {**signature, "x_gates": ("float32", ["sequence", "batch", gate_width]), "h0": state_type},
-        (("input_ids", "lengths"), ("x_gates", "h0")), opset,
+        {**signature, "x_gates": ("float32", ["sequence", "batch", gate_width]), "h0": state_type, **token_pools_type},
+        (("input_ids", "lengths"), ("x_gates", "h0", *handed_on)), opset,
     )  # fmt: skip
     step = trace_to_onnx(
         step_module, (gates[0], state, state), "int8 encoder step",
@@ -161,13 +180,13 @@ def row_quantized_encoder(model: Autoencoder, shapes: GraphShapes, opset: int) -
         (("gates_t", "h", "c"), ("next_h", "next_c", "top_h")), opset,
     )  # fmt: skip
     epilogue = trace_to_onnx(
-        epilogue_module, (torch.stack([top] * 5), lengths), "int8 encoder epilogue",
-        {"outputs": ("float32", ["sequence", "batch", hidden]), "lengths": signature["lengths"],
+        epilogue_module, (torch.stack([top] * 5), lengths, *token_pools), "int8 encoder epilogue",
+        {"outputs": ("float32", ["sequence", "batch", hidden]), "lengths": signature["lengths"], **token_pools_type,
          "sentence_embedding": signature["sentence_embedding"], "features": signature["features"]},
-        (("outputs", "lengths"), ("sentence_embedding", "features")), opset,
+        (("outputs", "lengths", *handed_on), ("sentence_embedding", "features")), opset,
     )  # fmt: skip
-    _prefix_names(prologue.graph, "head/", keep={"input_ids", "lengths", "x_gates", "h0"})
-    _prefix_names(epilogue.graph, "tail/", keep={"outputs", "lengths", "sentence_embedding", "features"})
+    _prefix_names(prologue.graph, "head/", keep={"input_ids", "lengths", "x_gates", "h0", *handed_on})
+    _prefix_names(epilogue.graph, "tail/", keep={"outputs", "lengths", "sentence_embedding", "features", *handed_on})
     # The recurrence is a Scan over the first-layer input gates: it hands the body each step's
     # (B, G*H) slice without copying it and writes the states straight into the stacked output,
     # where a Loop gathered x_gates[step] and concatenated its outputs.

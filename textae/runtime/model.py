@@ -133,7 +133,7 @@ class TextAE:
 
     @property
     def raw_feature_dim(self) -> int:
-        """Width of the encoder's features (2 * directions * hidden_size): embed(..., output="features", raw=True)."""
+        """Width of the encoder's features (`ModelConfig.feature_dim`): embed(..., output="features", raw=True)."""
         return self.config.feature_dim
 
     def postprocessing(self, output: str = "sentence_embedding") -> Whitening | None:
@@ -155,7 +155,9 @@ class TextAE:
         raw: bool = False,
     ) -> np.ndarray:
         """Sentence vectors (N, dim) float32, in input order; with output="features", the
-        encoder's features (N, feature_dim): masked mean and max of its top layer's states.
+        encoder's features (N, feature_dim): the mean and max over each sentence's tokens of what
+        the export's `config.feature_source` names (tokens: the token embeddings; states: the top
+        layer's states; or both).
 
         By default the export's stored post-processing of that output is applied (a whitening
         fitted on the run's training sentences: `postprocessing`); raw=True returns the encoder's

@@ -47,15 +47,19 @@ class Encoder(nn.Module):
     def encode_with_features(
         self, input_ids: torch.Tensor, lengths: torch.Tensor, packed: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (sentence_embedding (B, latent_dim), features (B, 2 * D * H)); packed as in states().
+        """-> (sentence_embedding (B, latent_dim), features (B, config.feature_dim)); packed as in states().
 
-        features: the masked mean and the masked max over time of the top layer's states,
-        concatenated (D directions of H each): the encoder's hidden states as features for
-        downstream tasks, wider than the sentence vector and not squeezed through it.
+        features: the masked mean and max over each sentence's tokens of what config.feature_source
+        names: the token embeddings (E each), the top layer's states (D directions of H each), or
+        both, states first. Vectors for similarity and downstream tasks, wider than the sentence
+        vector and not squeezed through it.
         """
         outputs, lengths = self.states(input_ids, lengths, packed)
         sentence_embedding = self.to_latent(self.dropout(pool(outputs, lengths, self.config)))
-        return sentence_embedding, torch.cat([masked_mean(outputs, lengths), masked_max(outputs, lengths)], dim=1)
+        # an empty sentence's length is 1 here: its features read its one <pad>, as its states do
+        state_pools = mean_and_max(outputs, lengths) if reads_states(self.config) else None
+        token_pools = mean_and_max(self.embedding(input_ids), lengths) if reads_tokens(self.config) else None
+        return sentence_embedding, join_features(state_pools, token_pools)
 
     def states(self, input_ids: torch.Tensor, lengths: torch.Tensor, packed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The top layer's states (B, T', D*H), exact for each row's first lengths[b] steps, and the
@@ -104,6 +108,27 @@ def pool(outputs: torch.Tensor, lengths: torch.Tensor, config: ModelConfig) -> t
     if config.pooling == "mean":
         return masked_mean(outputs, lengths)
     return masked_max(outputs, lengths)
+
+
+def mean_and_max(steps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) -> (B, 2F): the masked mean and the masked max over each row's first lengths[b] steps."""
+    return torch.cat([masked_mean(steps, lengths), masked_max(steps, lengths)], dim=1)
+
+
+def reads_states(config: ModelConfig) -> bool:
+    """Whether the features pool the top layer's states."""
+    return "states" in config.feature_source
+
+
+def reads_tokens(config: ModelConfig) -> bool:
+    """Whether the features pool the token embeddings."""
+    return "tokens" in config.feature_source
+
+
+def join_features(state_pools: torch.Tensor | None, token_pools: torch.Tensor | None) -> torch.Tensor:
+    """The features output: the states' pools (B, 2*D*H), then the tokens' (B, 2E), where present."""
+    parts = [part for part in (state_pools, token_pools) if part is not None]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
 def _step_mask(outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -198,7 +223,7 @@ class Autoencoder(nn.Module):
     def encode_with_features(
         self, input_ids: torch.Tensor, lengths: torch.Tensor, packed: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sentence_embedding (B, Z), features (B, 2 * D * H)); see Encoder.encode_with_features."""
+        """(sentence_embedding (B, Z), features (B, config.feature_dim)); see Encoder.encode_with_features."""
         return self.encoder.encode_with_features(input_ids, lengths, packed)
 
     def forward(
