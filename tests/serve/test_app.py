@@ -114,6 +114,24 @@ def test_embed_whitens_by_default_and_raw_returns_the_encoders_vectors(export: P
     run(scenario())
 
 
+def test_embed_returns_the_features_when_asked(export: Path, library: TextAE) -> None:
+    sentences = TINY_SENTENCES[:5]
+
+    async def scenario() -> None:
+        async with served(export) as client:
+            info = (await client.get("/info")).json()
+            assert (info["feature_dim"], info["feature_source"]) == (library.feature_dim, library.config.feature_source)
+            for raw in (False, True):
+                body = (await client.post("/embed", json={"inputs": sentences, "output": "features", "raw": raw})).json()
+                got = np.array(body["embeddings"], dtype=np.float32)
+                assert got.shape == (5, library.raw_feature_dim if raw else library.feature_dim)
+                np.testing.assert_allclose(got, library.embed(sentences, output="features", raw=raw), atol=1e-5, rtol=0)
+            wrong = await client.post("/embed", json={"inputs": sentences, "output": "words"})
+            assert wrong.status_code == 422 and "output" in wrong.text and "words" not in wrong.text
+
+    run(scenario())
+
+
 def test_score_reconstruct_and_decode_equal_library(export: Path, library: TextAE) -> None:
     sentences = TINY_SENTENCES[:6] + [LONG]
 

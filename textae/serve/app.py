@@ -198,9 +198,12 @@ def create_app(settings: ServeSettings, *, handle_signals: bool = False) -> Fast
 
     @app.post("/embed", response_model=schemas.EmbedResponse, responses=schemas.error_responses(*model_errors), dependencies=guarded)
     async def embed(body: models.embed, request: Request) -> Response:
-        """Sentence vectors, equal to `TextAE.embed` of each sentence alone, whatever it is batched with."""
+        """Sentence vectors (or with output "features" the encoder's features), equal to `TextAE.embed`
+        of each sentence alone, whatever it is batched with."""
         service = service_of(request)
-        job = Job(JobKind.EMBED, raw=body.raw)
+        if body.output == "features" and not service.model.has_features:
+            raise ApiError(422, "this export's encoder has no features output (format version 1); re-export it", "output")
+        job = Job(JobKind.EMBED, raw=body.raw, output=body.output)
         vectors, truncated, _ = await service.texts_job(request, job, body.inputs, body.truncate, "inputs")
         matrix = np.stack(vectors)
         if body.normalize:  # exactly as TextAE.embed(normalize=True)
@@ -266,6 +269,8 @@ def create_app(settings: ServeSettings, *, handle_signals: bool = False) -> Fast
                 "precision": model.precision,
                 "dim": model.dim,
                 "raw_dim": model.raw_dim,
+                "feature_dim": model.feature_dim if model.has_features else None,
+                "feature_source": model.config.feature_source if model.has_features else None,
                 "max_length": model.config.max_length,
                 "textae_version": textae.__version__,
                 "threads": s.threads_per_worker,

@@ -103,6 +103,7 @@ def request_models(limits: Limits) -> RequestModels:
         inputs: Inputs
         normalize: bool = Field(False, description="Scale every vector to unit length.")
         raw: bool = Field(False, description="The encoder's raw vectors, without the whitening the export stores and applies by default (/decode takes them with raw).")
+        output: Literal["sentence_embedding", "features"] = Field("sentence_embedding", description="sentence_embedding: the sentence vector (what /decode reads); features: the encoder's features (feature_dim wide in /info; by default the token embeddings' mean and max, the better vectors for similarity and classifiers).")
         truncate: bool = _TRUNCATE
 
     class ReconstructRequest(Strict):
@@ -184,6 +185,8 @@ class InfoResponse(BaseModel):
     precision: str = Field(description="fp32 or int8.")
     dim: int = Field(description="Width of a sentence vector from /embed (whitened by default, when the export stores a whitening).")
     raw_dim: int = Field(description="Width of a raw sentence vector (/embed with raw, and what /decode reads).")
+    feature_dim: int | None = Field(description="Width of /embed's features output (whitened by default); null when the export has none (format version 1).")
+    feature_source: str | None = Field(description="What the features pool: tokens, states or states+tokens; null without features.")
     max_length: int = Field(description="Tokens the model reads per input; longer inputs are truncated or refused.")
     textae_version: str
     threads: int = Field(description="onnxruntime intra-op threads of this worker.")

@@ -51,6 +51,7 @@ class Job:
     kind: JobKind
     max_length: int | None = None  # RECONSTRUCT and DECODE: most tokens to generate (None: the model's default)
     raw: bool = False  # EMBED: the encoder's raw vectors, without the export's stored whitening; DECODE: the vectors are raw
+    output: str = "sentence_embedding"  # EMBED: the encoder output to return (sentence_embedding or features)
 
 
 @dataclass
@@ -94,7 +95,7 @@ class Service:
     def _run_batch(self, batch: Batch) -> Sequence[Any]:
         job: Job = batch.key  # type: ignore[assignment]  # the batcher hands back the key it was given
         if job.kind is JobKind.EMBED:
-            return list(self.model.embed_ids(batch.payloads, width=batch.width, raw=job.raw))
+            return list(self.model.embed_ids(batch.payloads, width=batch.width, raw=job.raw, output=job.output))
         if job.kind is JobKind.SCORE:
             return [float(score) for score in self.model.score_ids(batch.payloads, width=batch.width)]
         if job.kind is JobKind.RECONSTRUCT:
