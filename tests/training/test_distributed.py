@@ -30,6 +30,8 @@ def test_two_process_training_stays_in_sync_and_exports(tiny_corpus: Path, tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["ranks_in_sync"] is True and summary["steps"] == 12
+    train_steps = [r["step"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["type"] == "train"]
+    assert train_steps == [5, 10]  # rank 0's records only, one per --log-every 5 steps
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["training_state"]["world_size"] == 2
     export = pytest.importorskip("textae.export.folder")
     export.export_model(run_dir, tmp_path / "exported")

@@ -189,7 +189,9 @@ class _Trainer:
         self.second_view = (
             second_view_noise(self.noise, self.model_config.dropout) if train_config.contrastive_weight > 0 else None
         )
-        self.metrics = MetricsLog(run_dir / METRICS_FILE, keep_through_step=self.state.step if restore else None)
+        self.metrics = MetricsLog(
+            run_dir / METRICS_FILE, keep_through_step=self.state.step if restore else None, writes=workers.is_main
+        )
         self.progress = make_progress(console, show_progress)
         if train_config.softmax_samples >= self.model_config.vocab_size:
             # a given tokenizer may be smaller than vocab_size said: each step then draws every

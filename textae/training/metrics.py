@@ -15,15 +15,19 @@ from textae.training.checkpoint import METRICS_FILE
 class MetricsLog:
     """metrics.jsonl, appended a line at a time; on resume, records past the checkpoint are dropped."""
 
-    def __init__(self, path: Path, keep_through_step: int | None) -> None:
-        self.path = path
-        if keep_through_step is not None and path.exists():
+    def __init__(self, path: Path, keep_through_step: int | None, *, writes: bool = True) -> None:
+        """writes=False (every rank but 0 of a distributed run): a log that neither trims nor writes,
+        so the file holds one record per step, rank 0's, and no two ranks rewrite it at once."""
+        self.path, self.writes = path, writes
+        if writes and keep_through_step is not None and path.exists():
             kept = [
                 line for line in path.read_text(encoding="utf-8").splitlines() if _step_of(line) <= keep_through_step
             ]
             atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
+        if not self.writes:
+            return
         # opened per record: records are rare, and a killed run leaves at most one partial line
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
