@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from helpers.tiny import TINY_SENTENCES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_quality  # the benchmarks are scripts, not a package
@@ -147,3 +148,19 @@ def test_the_token_mean_reads_the_encoders_own_table(random_run: Path, random_ex
     # the default features are these two pools side by side, computed inside the encoder graph
     pools = bench_token_mean.Concatenated([embedder, bench_token_mean.TokenMean(model, table, "max")]).embed(sentences)
     np.testing.assert_allclose(model.embed(sentences, output="features", raw=True), pools, atol=1e-5, rtol=0)
+
+
+def test_the_anomaly_scores_benchmark_reads_every_score_off_an_export(random_export: Path) -> None:
+    """bench_anomaly_scores.py: each score is an AUROC in [0, 1]; the unigram surprisal, which needs
+    no training, ranks byte soup above the training sentences."""
+    import bench_anomaly_scores
+    import bench_token_mean
+
+    from textae.runtime import TextAE
+
+    model = TextAE.load(random_export, num_threads=1)
+    table = bench_token_mean.token_table(random_export, model.config.vocab_size)
+    out = ["qzx vbnm wq", "zzkj qqpx", "xq jjv zkq", "vvqz kkx"]
+    figures = bench_anomaly_scores.measure(model, table, TINY_SENTENCES[:8], out, TINY_SENTENCES)
+    assert len(figures) == 7 and all(0.0 <= value <= 1.0 for value in figures.values())
+    assert figures["unigram surprisal"] > 0.9
