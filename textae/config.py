@@ -53,9 +53,9 @@ class ModelConfig:
     dropout: float = 0.0  # dropout on embeddings and between layers (training only)
     tie_embeddings: bool = True  # reuse the input embedding as the output projection
     pooling: str = "final"  # sentence vector from the final state, or mean/max over encoder states
-    # tokens: issue 22's sweep measured the token embeddings' mean and max, whitened, above the
-    # top states' (6-minute screen, AVX2: STS-B dev 74.0 vs 69.8, SICK trial 62.4 vs 56.9 (vector),
-    # probes 71.7 vs 67.5), and adding the states to them lowered all three (72.0, 58.2, 71.5)
+    # tokens: issue 22 measured the token embeddings' mean and max, whitened, above the top
+    # states' (a 6-minute screen's export, AMD EPYC with AVX-512 VNNI, fp32: STS-B dev 74.0 vs 69.8,
+    # SICK trial 62.4 vs 56.2, probes 71.7 vs 67.5), and adding the states lowered all three (72.0, 58.2, 71.5)
     feature_source: str = "tokens"  # what the encoder's features output pools: tokens (mean and max of the token embeddings), states (of the top layer's states) or states+tokens (both)
     reverse_input: bool = True  # encoder reads each sentence back to front, so the decoder's first words were read last (Sutskever et al. 2014)
     max_length: int = 64  # longest sentence in tokens (longer ones are truncated)
@@ -68,8 +68,18 @@ class ModelConfig:
     def feature_dim(self) -> int:
         """Width of the encoder's features: masked mean and max of the pooled source (tokens: E each;
         states: D * H each; states+tokens: both)."""
-        states = 2 * (2 if self.bidirectional else 1) * self.hidden_size if "states" in self.feature_source else 0
-        return states + (2 * self.embedding_dim if "tokens" in self.feature_source else 0)
+        states = 2 * (2 if self.bidirectional else 1) * self.hidden_size if self.features_read_states else 0
+        return states + (2 * self.embedding_dim if self.features_read_tokens else 0)
+
+    @property
+    def features_read_states(self) -> bool:
+        """Whether the features pool the top layer's states."""
+        return "states" in self.feature_source
+
+    @property
+    def features_read_tokens(self) -> bool:
+        """Whether the features pool the token embeddings."""
+        return "tokens" in self.feature_source
 
     def validate(self) -> None:
         _check_choice("cell", self.cell, CELLS)

@@ -37,8 +37,6 @@ from textae.training.model import (
     join_features,
     mean_and_max,
     pool,
-    reads_states,
-    reads_tokens,
     reverse_within_lengths,
 )
 
@@ -99,7 +97,7 @@ class _Prologue(nn.Module):
         gates = self.input_projection(embedded).transpose(0, 1)  # (T, B, G*H)
         zeros = torch.zeros_like(gates[0, :, : self.config.hidden_size])  # (B, H)
         states = zeros if self.config.num_layers == 1 else torch.stack([zeros] * self.config.num_layers)
-        if reads_tokens(self.config):
+        if self.config.features_read_tokens:
             return gates, states, mean_and_max(embedded, lengths)
         return gates, states
 
@@ -148,7 +146,7 @@ class _Epilogue(nn.Module):
     def forward(self, outputs: Tensor, lengths: Tensor, token_pools: Tensor | None = None) -> tuple[Tensor, Tensor]:
         states, lengths = outputs.transpose(0, 1), lengths.clamp(min=1)  # (B, T, H)
         pooled = pool(states, lengths, self.config)  # (B, H)
-        state_pools = mean_and_max(states, lengths) if reads_states(self.config) else None
+        state_pools = mean_and_max(states, lengths) if self.config.features_read_states else None
         return self.to_latent(pooled), join_features(state_pools, token_pools)
 
 
@@ -166,7 +164,7 @@ def row_quantized_encoder(model: Autoencoder, shapes: GraphShapes, opset: int) -
     signature = shapes["encoder"]
     # the token embeddings' pools (when the features read them) go from the prologue, which looks
     # the tokens up, past the Scan to the epilogue, which joins the features
-    handed_on = ("token_pools",) if reads_tokens(config) else ()
+    handed_on = ("token_pools",) if config.features_read_tokens else ()
     token_pools_type = {"token_pools": ("float32", ["batch", 2 * config.embedding_dim])} if handed_on else {}
     prologue = trace_to_onnx(
         prologue_module, (input_ids, lengths), "int8 encoder prologue",

@@ -57,8 +57,8 @@ class Encoder(nn.Module):
         outputs, lengths = self.states(input_ids, lengths, packed)
         sentence_embedding = self.to_latent(self.dropout(pool(outputs, lengths, self.config)))
         # an empty sentence's length is 1 here: its features read its one <pad>, as its states do
-        state_pools = mean_and_max(outputs, lengths) if reads_states(self.config) else None
-        token_pools = mean_and_max(self.embedding(input_ids), lengths) if reads_tokens(self.config) else None
+        state_pools = mean_and_max(outputs, lengths) if self.config.features_read_states else None
+        token_pools = mean_and_max(self.embedding(input_ids), lengths) if self.config.features_read_tokens else None
         return sentence_embedding, join_features(state_pools, token_pools)
 
     def states(self, input_ids: torch.Tensor, lengths: torch.Tensor, packed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,16 +113,6 @@ def pool(outputs: torch.Tensor, lengths: torch.Tensor, config: ModelConfig) -> t
 def mean_and_max(steps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(B, T, F) -> (B, 2F): the masked mean and the masked max over each row's first lengths[b] steps."""
     return torch.cat([masked_mean(steps, lengths), masked_max(steps, lengths)], dim=1)
-
-
-def reads_states(config: ModelConfig) -> bool:
-    """Whether the features pool the top layer's states."""
-    return "states" in config.feature_source
-
-
-def reads_tokens(config: ModelConfig) -> bool:
-    """Whether the features pool the token embeddings."""
-    return "tokens" in config.feature_source
 
 
 def join_features(state_pools: torch.Tensor | None, token_pools: torch.Tensor | None) -> torch.Tensor:
