@@ -73,10 +73,17 @@ def test_targets_compare_textaes_default_with_each_baselines_better_figure() -> 
     textae_names, baselines = ["textae", "textae features"], ["Doc2Vec PV-DBOW", "TF-IDF + SVD"]
     met = bench_quality.check_targets(compared, textae_names, baselines, exact=90.0, auroc_value=0.995)
     assert met == {"exact reconstruction": True, "STS-B dev": True, "anomaly AUROC": True, "SICK trial": True,
-                   "probe average (best textae output)": True}  # fmt: skip
+                   "probe average": True}  # fmt: skip
+    # each task reads textae's better output: the features' probes (75) carry it, not the vector's (71)
+    assert bench_quality.best_textae_output(compared, textae_names, "probe average") == "textae features"
     # against raw figures alone Doc2Vec's whitened STS-B (66) would be missed: 65.9 must not pass
     compared["textae"]["STS-B dev"] = 65.9
     assert not bench_quality.check_targets(compared, textae_names, baselines, 90.0, 0.995)["STS-B dev"]
+    # every baseline counts, not only Doc2Vec: TF-IDF + SVD above both textae outputs on SICK fails it
+    compared["TF-IDF + SVD"]["SICK trial"] = 58.0
+    assert not bench_quality.check_targets(compared, textae_names, baselines, 90.0, 0.995)["SICK trial"]
+    # without baselines (a screen) there is nothing to be above: only reconstruction and AUROC are judged
+    assert set(bench_quality.check_targets(compared, textae_names, [], 90.0, 0.995)) == {"exact reconstruction", "anomaly AUROC"}
     # an export without a stored whitening: textae's raw figures are the ones embed gives
     methods[0] = bench_quality.Method("textae", bench_quality.RawTextaeEmbedder(StubTextAE(stored=False)), None)
     assert bench_quality.default_results(methods, raw, whitened)["textae"] == raw["textae"]
@@ -123,6 +130,8 @@ def test_the_table_prints_raw_and_whitened_figures_for_every_method() -> None:
     assert "STS-B dev, whitened" in text and "67.0" in text and "66.0" in text
     assert met["STS-B dev"] is True  # whitened 67 clears 66 and Doc2Vec's better figure (66, whitened)
     assert met["SICK trial"] is True and met["exact reconstruction"] is False
+    assert met["probe average"] is False  # 71 (whitened, as embed returns it) against Doc2Vec's better 72
+    assert "target probe average: NOT met (textae 71.0 against Doc2Vec PV-DBOW 72.0)" in text
 
 
 def test_the_token_mean_reads_the_encoders_own_table(random_run: Path, random_export: Path) -> None:
