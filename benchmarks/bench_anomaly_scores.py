@@ -49,6 +49,37 @@ def zscored(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return (values - reference.mean()) / max(float(reference.std()), 1e-12)
 
 
+def token_nlls(model: TextAE, token_ids: list[list[int]], batch_size: int = 256) -> list[np.ndarray]:
+    """Each sentence's per-token negative log-likelihoods (its tokens, then <eos>) under the decoder
+    given the sentence's own raw vector, teacher-forced through the one-step graph. Their mean is
+    `score`; the per-token view lets a score read the worst tokens instead of the average."""
+    config = model.config
+    out: list[np.ndarray] = [np.zeros(0)] * len(token_ids)
+    for start in range(0, len(token_ids), batch_size):
+        rows = token_ids[start : start + batch_size]
+        vectors = model.embed_ids(rows, raw=True)
+        targets = [list(ids) + [config.eos_id] for ids in rows]
+        width = max(len(t) for t in targets)
+        (state,) = model.run_graph("decoder_init", sentence_embedding=vectors)
+        previous = np.full(len(rows), config.bos_id, dtype=np.int64)
+        nll = np.zeros((len(rows), width))
+        for step in range(width):
+            logits, state = model.run_graph("decoder_step", input_ids=previous, sentence_embedding=vectors, state=state)
+            logits = logits.astype(np.float64)
+            peak = logits.max(axis=1, keepdims=True)
+            log_norm = peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=1))
+            target = np.array([t[step] if step < len(t) else config.pad_id for t in targets], dtype=np.int64)
+            nll[:, step] = log_norm - logits[np.arange(len(rows)), target]
+            previous = target
+        for offset, t in enumerate(targets):
+            out[start + offset] = nll[offset, : len(t)]
+    return out
+
+
+def top_mean(values: np.ndarray, k: int) -> float:
+    return float(np.sort(values)[-k:].mean())
+
+
 def measure(model: TextAE, table: np.ndarray, heldout: list[str], out: list[str], sample: list[str]) -> dict[str, float]:
     reference = sample[:Z_SAMPLE]
     nll_in, nll_out, nll_ref = (model.score(part) for part in (heldout, out, reference))
@@ -63,6 +94,21 @@ def measure(model: TextAE, table: np.ndarray, heldout: list[str], out: list[str]
         return np.array([surprisal[ids].mean() if ids else 0.0 for ids in rows])
 
     figures["unigram surprisal"] = auroc(unigram(ids_in), unigram(ids_out))
+    per_token_in, per_token_out = token_nlls(model, ids_in), token_nlls(model, ids_out)
+    figures["mean NLL, one-step graph (check: equals today's)"] = auroc(
+        np.array([v.mean() for v in per_token_in]), np.array([v.mean() for v in per_token_out])
+    )
+    figures["max token NLL"] = auroc(np.array([v.max() for v in per_token_in]), np.array([v.max() for v in per_token_out]))
+    for k in (2, 3, 5):
+        figures[f"mean of the {k} worst token NLLs"] = auroc(
+            np.array([top_mean(v, k) for v in per_token_in]), np.array([top_mean(v, k) for v in per_token_out])
+        )
+
+    def ratio(rows: list[list[int]], nlls: list[np.ndarray]) -> np.ndarray:
+        # Ren et al. 2019's likelihood ratio, per token: the decoder's surprise beyond the unigram's
+        return np.array([(v[: len(ids)] - surprisal[ids]).mean() if ids else float(v.mean()) for ids, v in zip(rows, nlls)])
+
+    figures["likelihood ratio: mean (token NLL - unigram surprisal)"] = auroc(ratio(ids_in, per_token_in), ratio(ids_out, per_token_out))
     pools = token_mean.Concatenated([token_mean.TokenMean(model, table), token_mean.TokenMean(model, table, "max")])
     embedders = {"sentence vector": lambda texts: model.embed(list(texts), raw=True), "token mean + max": pools.embed}
     for name, embed in embedders.items():
@@ -71,6 +117,13 @@ def measure(model: TextAE, table: np.ndarray, heldout: list[str], out: list[str]
         combined_in = zscored(nll_in, nll_ref) + zscored(far_in, far_ref)
         combined_out = zscored(nll_out, nll_ref) + zscored(far_out, far_ref)
         figures[f"mean NLL + Mahalanobis, {name} (z-scored)"] = auroc(combined_in, combined_out)
+        # typicality (Nalisnick et al. 2019): an input can be atypically *near* the mean, too
+        typical = float(np.median(far_ref))
+        atypical_in, atypical_out, atypical_ref = (np.abs(np.log(d + 1e-9) - np.log(typical)) for d in (far_in, far_out, far_ref))
+        figures[f"atypical Mahalanobis (|log d - log median|), {name}"] = auroc(atypical_in, atypical_out)
+        figures[f"mean NLL + atypical Mahalanobis, {name} (z-scored)"] = auroc(
+            zscored(nll_in, nll_ref) + zscored(atypical_in, atypical_ref), zscored(nll_out, nll_ref) + zscored(atypical_out, atypical_ref)
+        )
     return figures
 
 

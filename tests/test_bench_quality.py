@@ -171,5 +171,9 @@ def test_the_anomaly_scores_benchmark_reads_every_score_off_an_export(random_exp
     table = bench_token_mean.token_table(random_export, model.config.vocab_size)
     out = ["qzx vbnm wq", "zzkj qqpx", "xq jjv zkq", "vvqz kkx"]
     figures = bench_anomaly_scores.measure(model, table, TINY_SENTENCES[:8], out, TINY_SENTENCES)
-    assert len(figures) == 7 and all(0.0 <= value <= 1.0 for value in figures.values())
+    assert len(figures) == 17 and all(0.0 <= value <= 1.0 for value in figures.values())
     assert figures["unigram surprisal"] > 0.9
+    # the teacher-forced one-step NLLs are the score graph's, token by token
+    ids = model.tokenize(TINY_SENTENCES[:8])
+    means = np.array([v.mean() for v in bench_anomaly_scores.token_nlls(model, ids, batch_size=3)])
+    np.testing.assert_allclose(means, model.score(TINY_SENTENCES[:8]), rtol=1e-4, atol=1e-4)
