@@ -20,7 +20,10 @@ Candidates (--only picks some; each costs two evaluations, a few minutes on 2 co
     balanced": the export's features with the token pools appended ("balanced": each block
     whitened on its own and scaled to unit mean squared norm per block, so a wide block does not
     outweigh a narrow one in a cosine);
-  - "vector + token mean + max, balanced": the sentence vector beside the token pools;
+  - "vector + token mean + max, balanced": the sentence vector beside the token pools, and with
+    the min as well;
+  - "token power means (1, 3, max, min), balanced": Rücklé et al. 2018's concatenated power means
+    (p = 1, 3, +inf, -inf; the p = 3 mean keeps its sign);
   - "features": the export's features, for reference in the same run.
 The export's features are what its `feature_source` pools: on an export made before that setting
 (or with --feature-source states) they are the top layer's states; since, by default, the token
@@ -74,6 +77,8 @@ class TokenMean:
                 rows.append(vectors.max(axis=0))
             elif self.pool == "min":
                 rows.append(vectors.min(axis=0))
+            elif self.pool == "power3":  # Rücklé et al. 2018's p = 3 power mean, sign kept
+                rows.append(np.cbrt((vectors.astype(np.float64) ** 3).mean(axis=0)))
             elif self.weights is not None:  # SIF (Arora et al. 2017): a / (a + p(token)) weights
                 w = self.weights[ids]
                 rows.append((w[:, None] * vectors).sum(axis=0) / max(float(w.sum()), 1e-12))
@@ -119,6 +124,8 @@ def candidates(model: TextAE, table: np.ndarray, sample: list[str]) -> dict[str,
         "features + token mean + max, balanced": balanced(features, token_mean, token_max),
         "token mean + max + min, balanced": balanced(token_mean, token_max, token_min),
         "vector + token mean + max, balanced": balanced(vector, token_mean, token_max),
+        "vector + token mean + max + min, balanced": balanced(vector, token_mean, token_max, token_min),
+        "token power means (1, 3, max, min), balanced": balanced(token_mean, TokenMean(model, table, "power3"), token_max, token_min),
         "features": lambda: features,
     }
 
