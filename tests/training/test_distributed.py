@@ -21,6 +21,18 @@ def torchrun(*args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "textae", *args]
 
 
+def processes_naming(path: Path) -> list[int]:
+    """Live processes whose command line names path (Linux's /proc; elsewhere, none are seen)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(path).encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:  # it ended while we looked
+            continue
+    return found
+
+
 def test_two_process_training_stays_in_sync_and_exports(tiny_corpus: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "ddp"
     result = subprocess.run(
@@ -49,6 +61,12 @@ def test_a_killed_distributed_run_resumes(tiny_corpus: Path, tmp_path: Path) -> 
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)  # the whole torchrun process group, as a crash would
     process.wait()
+    # torchrun starts its workers in sessions of their own, out of reach of that kill: they must
+    # notice their launcher is gone and exit, or they train on beside the resumed run
+    deadline = time.monotonic() + 30
+    while processes_naming(run_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not processes_naming(run_dir), "torchrun's workers outlived it"
     step = torch.load(checkpoint, weights_only=True)["training_state"]["step"]
     assert 0 < step < 400, "the run finished before it could be killed"
     assert not (run_dir / "summary.json").exists()

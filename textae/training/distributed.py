@@ -6,6 +6,8 @@ Without torchrun (no WORLD_SIZE in the environment) everything here is a no-op f
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -83,11 +85,34 @@ def start(device: str = "auto") -> Workers:
     if world_size == 1:
         return Workers(device=torch.device("cuda") if use_cuda else torch.device("cpu"))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # started by torchrun's agent, which is our parent
+        exit_when_launcher_dies()
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return Workers(rank, world_size, local_rank, torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"))
+
+
+def exit_when_launcher_dies(poll_seconds: float = 0.5) -> threading.Thread:
+    """End this process when its parent (torchrun's agent) is gone.
+
+    torchrun starts each worker in a session of its own, so killing torchrun, or its process group
+    as a crash or an out-of-memory kill does, leaves the workers training on as orphans: they go on
+    rewriting the run folder's checkpoint while `textae train --resume` starts a second set on it.
+    A worker whose launcher died exits at once, without cleanup, as a kill would: every file is
+    written atomically, so the folder is as a kill leaves it and --resume continues from it.
+    """
+    launcher = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    watcher = threading.Thread(target=watch, name="textae-launcher-watch", daemon=True)
+    watcher.start()
+    return watcher
 
 
 def stop(workers: Workers) -> None:
