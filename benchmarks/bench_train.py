@@ -112,7 +112,7 @@ def main() -> None:
         console.print(f"machine: torch.mm 2048^3 {precision} = {peak / 1e9:,.1f} GFLOP/s on {args.threads} threads")
     if "bf16" in peaks and "fp32" in peaks:
         native = native_bf16(torch.device("cpu"))
-        console.print(f"bf16 / fp32 matmul rate x{peaks['bf16'] / peaks['fp32']:.1f}; native bf16 (AMX-BF16): {native}"
+        console.print(f"bf16 / fp32 matmul rate x{peaks['bf16'] / peaks['fp32']:.1f}; native bf16 (AMX-BF16 or AVX512-BF16): {native}"
                       + ("" if native else " -- bf16 is emulated here and `--precision auto` stays in fp32"))  # fmt: skip
     console.print(
         f"model: vocab {config.vocab_size}, embedding {config.embedding_dim}, hidden {config.hidden_size}, "

@@ -7,8 +7,11 @@ clipping and AdamW work in float32 as before. Checkpoints, validation and export
 weights only, so they stay float32, and the copy is refreshed from the masters before every step,
 so a resumed run rebuilds exactly the copy it would have had.
 
-Where the hardware has no native bf16 matmul (no AMX-BF16 CPU, no bf16 GPU), bf16 is emulated and
-slower than fp32: `auto` then stays in fp32.
+Where the hardware has no native bf16 arithmetic (neither AMX-BF16 nor AVX512-BF16 on the CPU, no
+bf16 GPU), bf16 is emulated and slower than fp32: `auto` then stays in fp32. AVX512-BF16 (AMD Zen 4,
+Intel Cooper Lake) has no matrix engine but multiplies bf16 pairs in its vector units: issue 22
+measured a 2-core AMD EPYC with it train 1.46x the fp32 tokens/s, and its 30-minute run reach 39 %
+more steps and 1.7 points more held-out exact match at the same AUROC.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from textae.errors import TextaeError
 
 
 def native_bf16(device: torch.device) -> bool:
-    """True when device multiplies bf16 matrices in hardware: a bf16 GPU, or a CPU with AMX-BF16."""
+    """True when device multiplies bf16 in hardware: a bf16 GPU, or a CPU with AMX-BF16 or AVX512-BF16."""
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
     if device.type == "cpu":
-        return bool(_cpu_capabilities().get("amx_bf16", False))
+        capabilities = _cpu_capabilities()
+        return bool(capabilities.get("amx_bf16", False) or capabilities.get("avx512_bf16", False))
     return False
 
 
