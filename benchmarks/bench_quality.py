@@ -133,8 +133,8 @@ class Doc2VecEmbedder:
 
 
 class RawTextaeEmbedder:
-    """textae's raw encoder output (the sentence vector, or with output="features" the masked mean
-    and max of the top layer's states), without the whitening its export may store."""
+    """textae's raw encoder output (the sentence vector, or with output="features" what the
+    export's feature_source names), without the whitening its export may store."""
 
     def __init__(self, model: TextAE, output: str = "sentence_embedding") -> None:
         self.model, self.output = model, output

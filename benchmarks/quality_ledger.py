@@ -39,6 +39,7 @@ FIRST_DEFAULTS: dict[str, Any] = {"teacher_forcing_end": 0.75, "vocab_size": 800
 DEFAULT_CHANGES: dict[int, dict[str, Any]] = {
     1: {},
     2: {"teacher_forcing_end": 1.0, "vocab_size": 4000},  # issue 22: the 6m screens and the 30m finals
+    3: {"teacher_forcing_end": 1.0, "vocab_size": 2000},  # issue 22: led the 6m screen and the 30m final on VNNI
 }
 DEFAULTS_VERSION = max(DEFAULT_CHANGES)
 

@@ -69,9 +69,9 @@ FIGURE_KEYS = ("results", "results_whitened", "whitening", "results_compared", "
                "generation", "textae", "targets_met", "cpu_seconds")  # fmt: skip
 
 # name -> settings; one factor at a time from the defaults (what issue 13 asks to sweep). Since
-# defaults version 2 (quality_ledger.DEFAULT_CHANGES) teacher forcing stays at 1.0 and the vocabulary
-# is 4000, so the variants that set those (teacher-forcing-only, vocab-4000, tf-only-vocab-4000)
-# are the defaults now, and the old defaults and each of their halves are variants instead.
+# defaults version 2 (quality_ledger.DEFAULT_CHANGES) teacher forcing stays at 1.0, and since
+# version 3 the vocabulary is 2000, so the variants that set those (teacher-forcing-only,
+# tf-only-vocab-4000, vocab-2000) became the defaults, and the old defaults are variants instead.
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "hidden-768": {"hidden_size": 768},
@@ -88,7 +88,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "teacher-forcing-to-0.75": {"teacher_forcing_end": 0.75},
     "teacher-forcing-to-0.5": {"teacher_forcing_end": 0.5},
     "teacher-forcing-inverse-sigmoid": {"teacher_forcing_schedule": "inverse_sigmoid", "teacher_forcing_end": 0.75},
-    "vocab-2000": {"vocab_size": 2000},
+    "vocab-1000": {"vocab_size": 1000},
     "vocab-8000": {"vocab_size": 8000},
     "vocab-16000": {"vocab_size": 16000},
     "optimizer-sgd": {"optimizer": "sgd"},
@@ -101,6 +101,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "contrastive-1": {"contrastive_weight": 1.0},
     "denoise-delete-0.3": {"noise": "delete:0.3"},
     "defaults-v1": {"teacher_forcing_end": 0.75, "vocab_size": 8000},  # the defaults before version 2
+    "defaults-v2": {"vocab_size": 4000},  # the defaults before version 3
 }
 
 

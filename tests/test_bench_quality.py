@@ -154,8 +154,13 @@ def test_the_token_mean_reads_the_encoders_own_table(random_run: Path, random_ex
     np.testing.assert_array_equal(vectors[1], table[model.manifest.special_tokens["pad_id"]])  # as the encoder reads ""
     both = bench_token_mean.Concatenated([embedder, embedder]).embed(sentences)
     assert both.shape == (3, 2 * table.shape[1])
-    # the default features are these two pools side by side, computed inside the encoder graph
-    pools = bench_token_mean.Concatenated([embedder, bench_token_mean.TokenMean(model, table, "max")]).embed(sentences)
+    # the default features are the sentence vector beside the mean, max and min, computed inside
+    # the encoder graph: the candidate "vector + token mean + max + min" before its block whitening
+    import bench_quality
+
+    vector = bench_quality.RawTextaeEmbedder(model, "sentence_embedding")
+    blocks = [vector, embedder, bench_token_mean.TokenMean(model, table, "max"), bench_token_mean.TokenMean(model, table, "min")]
+    pools = bench_token_mean.Concatenated(blocks).embed(sentences)
     np.testing.assert_allclose(model.embed(sentences, output="features", raw=True), pools, atol=1e-5, rtol=0)
 
 

@@ -175,7 +175,7 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset version.")] = DEFAULT_OPSET,
     postprocess: Annotated[str, typer.Option(help="whiten: store a whitening of the sentence vector and features, fitted on up to 20,000 training sentences of the run, that embed applies by default (raw vectors with embed --raw); none: embed returns raw vectors.")] = "whiten",
     whiten_dim: Annotated[Optional[int], typer.Option(metavar="K", help="Keep the K largest whitened directions of each output (default: the full width of each).", show_default=False)] = None,
-    feature_source: Annotated[Optional[str], typer.Option(metavar="SOURCE", help="What the features output pools: tokens (mean and max of the token embeddings), states (of the encoder's top-layer states) or states+tokens (default: the run's --feature-source; runs trained before it existed pooled the states).", show_default=False)] = None,
+    feature_source: Annotated[Optional[str], typer.Option(metavar="SOURCE", help="What the features output holds: vector+tokens (the sentence vector, and the mean, max and min of the token embeddings), tokens (mean and max of the token embeddings), states (of the encoder's top-layer states) or states+tokens (default: the run's --feature-source; runs trained before it existed pooled the states).", show_default=False)] = None,
 ) -> None:
     """Export a trained run to a self-contained ONNX folder that runs without torch."""
     from textae.export.folder import default_export_dir, export_model
@@ -192,7 +192,7 @@ def embed(
     out: Annotated[Path, typer.Option(help="Output file: .npy (N x D float32) or .jsonl (text and vector per line); with --engine ray, a new folder of Parquet files.")],
     batch_size: Annotated[int, typer.Option(help="Sentences per onnxruntime call.")] = DEFAULT_BATCH_SIZE,
     normalize: Annotated[bool, typer.Option(help="Scale every vector to unit length.")] = False,
-    output: Annotated[str, typer.Option(help="sentence_embedding (the latent vector the decoder reads) or features (mean and max over the tokens of what the export's feature source names, by default the token embeddings: the better vectors for similarity and classifiers; `textae info` shows the width).")] = "sentence_embedding",
+    output: Annotated[str, typer.Option(help="sentence_embedding (the latent vector the decoder reads) or features (what the export's feature source names, by default the sentence vector beside the mean, max and min of the token embeddings: the better vectors for similarity and classifiers; `textae info` shows the width).")] = "sentence_embedding",
     raw: Annotated[bool, typer.Option("--raw", help="The encoder's raw vectors, without the whitening the export stores and applies by default (`textae info` shows it).")] = False,
     threads: Annotated[Optional[int], typer.Option(help=_RAY_THREADS_HELP)] = None,
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,

@@ -55,9 +55,10 @@ FORMAT_VERSION = 2  # bump when a reader of the previous version could misread t
 # max of the top layer's states) in every precision, and the optional "calibration" section. A
 # version-1 reader would fail on these graphs; with the bump it says why. This version still reads
 # version-1 folders: each graph self-contained, no features, no calibration.
-# What `features` pools is the model section's `feature_source` (tokens, states or states+tokens;
-# `ModelConfig.feature_dim` its width); a manifest without that key pooled the states. Readers
-# before the key refuse such a manifest as an unknown ModelConfig field, so it needs no bump.
+# What `features` pools is the model section's `feature_source` (vector+tokens, tokens, states or
+# states+tokens; `ModelConfig.feature_dim` its width); a manifest without that key pooled the
+# states. Readers before the key refuse such a manifest as an unknown ModelConfig field, and readers
+# before vector+tokens refuse it as an unknown feature_source, so neither needs a bump.
 READABLE_FORMAT_VERSIONS = (1, 2)
 MANIFEST_FILE = "textae.json"
 WEIGHTS_FILE = "weights.bin"
@@ -91,9 +92,10 @@ def postprocess_file_name(output: str, key: str) -> str:
     """whiten_features_transform.npy: the file of one array of one output's whitening."""
     return f"whiten_{output}_{key}.npy"
 
-# what `textae info` says the features pool, per ModelConfig.feature_source
-_POOLED = {"tokens": "the token embeddings", "states": "the top layer's states",
-           "states+tokens": "the top layer's states and of the token embeddings"}  # fmt: skip
+# what `textae info` says the features hold, per ModelConfig.feature_source
+FEATURE_CONTENTS = {"vector+tokens": "the sentence vector, and the mean, max and min of the token embeddings",
+                    "tokens": "mean and max of the token embeddings", "states": "mean and max of the top layer's states",
+                    "states+tokens": "mean and max of the top layer's states and of the token embeddings"}  # fmt: skip
 _REQUIRED_FIELDS = ("format_version", "model", "special_tokens", "graphs", "precision", "files", "tokenizer")
 
 
@@ -403,7 +405,7 @@ def describe_manifest(folder: Path, manifest: Manifest) -> list[tuple[str, str]]
                 f"pooling {model.pooling}, vocab {model.vocab_size}, embedding {model.embedding_dim}, "
                 f"hidden {model.hidden_size}, sentence vector {model.latent_dim}, max_length {model.max_length}, "
                 f"{'tied' if model.tie_embeddings else 'untied'} embeddings, "
-                f"features {model.feature_dim} wide: mean and max of {_POOLED[model.feature_source]}"
+                f"features {model.feature_dim} wide: {FEATURE_CONTENTS[model.feature_source]}"
             ),
         ),
         ("special tokens", ", ".join(f"{name} {value}" for name, value in manifest.special_tokens.items())),

@@ -90,23 +90,26 @@ def test_runtime_matches_torch(parity_case: tuple[Path, Path]) -> None:
     assert runtime.reconstruct(sentences, batch_size=33) == decode_batch(runtime.tokenizer, reference["greedy"])
 
 
-def test_default_features_are_the_token_embeddings_mean_and_max_in_every_precision(random_export: Path) -> None:
-    """feature_source "tokens": what embed(output="features") returns is computable from the
-    encoder's own embedding table, and int8 reads that fp32 table too (no product to quantize)."""
+def test_default_features_are_the_vector_and_the_token_embeddings_pools_in_every_precision(random_export: Path) -> None:
+    """feature_source "vector+tokens": what embed(output="features") returns is the sentence vector
+    beside the mean, max and min of the encoder's own embedding table's rows; int8 reads that fp32
+    table too (no product to quantize), and its own int8 sentence vector."""
     from onnx import numpy_helper
 
     fp32, int8 = TextAE.load(random_export, precision="fp32"), TextAE.load(random_export, precision="int8")
-    assert fp32.config.feature_source == "tokens" and fp32.raw_feature_dim == 2 * fp32.config.embedding_dim
+    config = fp32.config
+    assert config.feature_source == "vector+tokens" and fp32.raw_feature_dim == config.latent_dim + 3 * config.embedding_dim
     graph = onnx.load(str(random_export / "encoder.onnx"))
-    tables = [numpy_helper.to_array(t) for t in graph.graph.initializer if list(t.dims) == [fp32.config.vocab_size, fp32.config.embedding_dim]]
+    tables = [numpy_helper.to_array(t) for t in graph.graph.initializer if list(t.dims) == [config.vocab_size, config.embedding_dim]]
     assert len(tables) == 1
     sentences = TINY_SENTENCES[:7] + [""]
-    rows = [ids or [fp32.config.pad_id] for ids in fp32.tokenize(sentences)]  # an empty sentence reads one <pad>
-    expected = np.stack([np.concatenate([tables[0][ids].mean(0), tables[0][ids].max(0)]) for ids in rows])
+    rows = [ids or [config.pad_id] for ids in fp32.tokenize(sentences)]  # an empty sentence reads one <pad>
+    pools = np.stack([np.concatenate([tables[0][ids].mean(0), tables[0][ids].max(0), tables[0][ids].min(0)]) for ids in rows])
     for model in (fp32, int8):
         for batch_size in (1, 5):
             got = model.embed(sentences, output="features", raw=True, batch_size=batch_size)
-            np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+            vectors = model.embed(sentences, raw=True, batch_size=batch_size)
+            np.testing.assert_allclose(got, np.concatenate([vectors, pools], axis=1), atol=1e-5, rtol=0)
 
 
 def test_graphs_have_dynamic_axes_and_the_manifest_describes_them(random_export: Path) -> None:

@@ -17,7 +17,7 @@ from rich.console import Console
 from textae.errors import TextaeError
 from textae.manifest import MANIFEST_FILE, Manifest, postprocess_file_name, postprocess_files
 from textae.runtime.model import TextAE
-from textae.runtime.postprocess import fit_whitening
+from textae.runtime.postprocess import fit_block_whitening, fit_whitening
 
 Cli = Callable[..., tuple[int, str, str]]
 OUTPUTS = ("sentence_embedding", "features")
@@ -39,11 +39,14 @@ def test_export_stores_a_checksummed_whitening_per_output(random_export: Path) -
     manifest = Manifest.load(random_export)
     assert set(manifest.postprocess) == set(OUTPUTS)
     widths = {"sentence_embedding": manifest.model.latent_dim, "features": manifest.model.feature_dim}
+    blocks = {"sentence_embedding": [manifest.model.latent_dim], "features": list(manifest.model.feature_blocks)}
+    assert manifest.postprocess["features"]["blocks"] == blocks["features"] and "blocks" not in manifest.postprocess["sentence_embedding"]
     for output, entry in manifest.postprocess.items():
         assert entry["method"] == "whiten" and entry["input_dim"] == widths[output]
         # the random run has no token store: the export's sample sentences (all of the tiny corpus)
         assert entry["sentences"] == len(TINY_SENTENCES) and "no token store" in entry["source"]
-        assert 1 <= entry["dim"] <= min(widths[output], len(TINY_SENTENCES) - 1)  # clipped to the sample's rank
+        # each block clipped to the sample's rank
+        assert 1 <= entry["dim"] <= sum(min(width, len(TINY_SENTENCES) - 1) for width in blocks[output])
         for key in ("mean", "transform"):
             assert entry[key] == postprocess_file_name(output, key) and entry[key] in manifest.files
         assert np.load(random_export / entry["transform"]).shape == (widths[output], entry["dim"])
@@ -51,17 +54,27 @@ def test_export_stores_a_checksummed_whitening_per_output(random_export: Path) -
 
 def test_the_stored_whitening_is_the_fit_of_the_samples_raw_vectors(random_export: Path) -> None:
     model = TextAE.load(random_export, precision="fp32")
+    # the features (the sentence vector beside the token pools) are whitened block by block
+    blocks = {"sentence_embedding": [model.config.latent_dim], "features": list(model.config.feature_blocks)}
     for output in OUTPUTS:
         raw = model.embed(TINY_SENTENCES, output=output, raw=True)
-        refit = fit_whitening(raw)
+        refit = fit_whitening(raw) if output == "sentence_embedding" else fit_block_whitening(raw, blocks[output])
         stored = model.postprocessing(output)
         assert stored.dim == refit.dim
         np.testing.assert_allclose(stored.mean, refit.mean, atol=1e-5)
         whitened = model.embed(TINY_SENTENCES, output=output)
         np.testing.assert_allclose(whitened, stored.apply(raw), atol=0, rtol=0)
-        # on the sample it was fitted on: centred, unit variance in every kept direction
+        # on the sample it was fitted on: centred, and within each block unit variance in every
+        # kept direction, scaled by 1/sqrt(the block's width) where there are several blocks
         np.testing.assert_allclose(whitened.mean(axis=0), 0.0, atol=1e-3)
-        np.testing.assert_allclose(np.cov(whitened.astype(np.float64), rowvar=False), np.eye(stored.dim), atol=1e-2)
+        column, start = 0, 0
+        for width in blocks[output]:
+            kept = fit_whitening(raw[:, start : start + width]).dim  # the block's sample rank
+            start += width
+            scale = 1.0 if len(blocks[output]) == 1 else 1.0 / kept
+            part = whitened[:, column : column + kept].astype(np.float64)
+            np.testing.assert_allclose(np.cov(part, rowvar=False), np.eye(kept) * scale, atol=1e-2 * scale)
+            column += kept
 
 
 def test_embed_whitens_by_default_and_raw_gives_the_encoders_vectors(random_export: Path) -> None:
@@ -69,7 +82,7 @@ def test_embed_whitens_by_default_and_raw_gives_the_encoders_vectors(random_expo
     raw, default = model.embed(TINY_SENTENCES[:5], raw=True), model.embed(TINY_SENTENCES[:5])
     assert raw.shape == (5, model.raw_dim) and default.shape == (5, model.dim) and not np.allclose(raw[:, : model.dim], default)
     features = model.embed(TINY_SENTENCES[:5], output="features")
-    assert features.shape == (5, model.feature_dim) and model.feature_dim < model.raw_feature_dim  # the sample's rank
+    assert features.shape == (5, model.feature_dim) and model.feature_dim <= model.raw_feature_dim  # each block's sample rank
     assert model.embed(TINY_SENTENCES[:5], output="features", raw=True).shape == (5, model.raw_feature_dim)
     ids = model.tokenize(TINY_SENTENCES[:5])
     assert np.array_equal(model.embed_ids(ids, raw=True), raw) and np.array_equal(model.embed_ids(ids), default)

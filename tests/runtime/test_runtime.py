@@ -218,12 +218,15 @@ def test_exports_of_format_version_1_still_embed_and_say_they_have_no_features(r
         new.embed(TINY_SENTENCES[:1], output="hidden")
 
 
-def test_features_are_a_mean_and_a_max_and_do_not_depend_on_the_batch(random_export: Path) -> None:
+def test_features_are_a_mean_a_max_and_a_min_and_do_not_depend_on_the_batch(random_export: Path) -> None:
     model = TextAE.load(random_export, precision="fp32")
     features = model.embed(TINY_SENTENCES[:5], output="features", raw=True)
     assert features.shape == (5, model.config.feature_dim) and features.dtype == np.float32
-    half = model.config.feature_dim // 2  # one source (the default tokens): its mean, then its max
-    # max over time >= mean over time, in every dimension
-    assert (features[:, half:] >= features[:, :half] - 1e-6).all()
+    # the default vector+tokens: the sentence vector, then the tokens' mean, max and min
+    latent, width = model.config.latent_dim, model.config.embedding_dim
+    np.testing.assert_allclose(features[:, :latent], model.embed(TINY_SENTENCES[:5], raw=True), atol=1e-6, rtol=0)
+    mean, top, bottom = (features[:, latent + i * width : latent + (i + 1) * width] for i in range(3))
+    # over time, max >= mean >= min, in every dimension
+    assert (top >= mean - 1e-6).all() and (mean >= bottom - 1e-6).all()
     alone = np.concatenate([model.embed([s], output="features", raw=True) for s in TINY_SENTENCES[:5]])
     np.testing.assert_allclose(alone, features, atol=1e-5, rtol=0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from textae.errors import TextaeError
-from textae.runtime.postprocess import apply_whitening, fit_whitening
+from textae.runtime.postprocess import apply_whitening, fit_block_whitening, fit_whitening
 
 
 def _correlated(rows: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -74,3 +74,30 @@ def test_bad_input_is_a_clear_error() -> None:
         fit_whitening(np.eye(3), dim=0)
     with pytest.raises(TextaeError, match="cannot whiten"):
         apply_whitening(np.zeros((2, 5)), np.zeros(4), np.eye(4))
+
+
+def test_block_whitening_whitens_each_block_alone_and_weighs_them_alike() -> None:
+    """Features made of blocks (the sentence vector beside token pools): each block is whitened on
+    its own, with an expected squared norm of 1 whatever its width, and the blocks stay unmixed."""
+    sample = np.concatenate([_correlated(4000, 4, seed=2) * 100.0, _correlated(4000, 12, seed=3)], axis=1)
+    whitening = fit_block_whitening(sample, [4, 12])
+    assert whitening.dim == 16 and whitening.invertible
+    assert not whitening.transform[:4, 4:].any() and not whitening.transform[4:, :4].any()  # block-diagonal
+    whitened = whitening.apply(sample).astype(np.float64)
+    for block, part in ((slice(0, 4), sample[:, :4]), (slice(4, 16), sample[:, 4:])):
+        width = block.stop - block.start
+        np.testing.assert_allclose(np.cov(whitened[:, block], rowvar=False), np.eye(width) / width, atol=2e-3)
+        np.testing.assert_allclose(whitened[:, block], fit_whitening(part).apply(part) / np.sqrt(width), atol=1e-4)
+        assert abs(np.mean((whitened[:, block] ** 2).sum(axis=1)) - 1.0) < 1e-2
+    np.testing.assert_allclose(whitening.undo(whitening.apply(sample)), sample, rtol=1e-4, atol=1e-2)
+
+
+def test_block_whitening_shares_dim_among_the_blocks() -> None:
+    sample = _correlated(3000, 16, seed=4)
+    assert fit_block_whitening(sample, [4, 12], dim=8).dim == 8  # 2 + 6
+    assert fit_block_whitening(sample, [4, 4, 4, 4], dim=5).dim == 5  # one block keeps the remainder
+    assert fit_block_whitening(sample, [1, 15], dim=2).dim == 2  # every block keeps at least one
+    with pytest.raises(TextaeError, match=r"block whitening needs vectors \(N, 12\) for blocks \[4, 8\]"):
+        fit_block_whitening(sample, [4, 8])
+    with pytest.raises(TextaeError, match="whitening dim must be a positive integer"):
+        fit_block_whitening(sample, [4, 12], dim=0)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from textae.config import ModelConfig, from_dict, to_dict
+from textae.config import FEATURE_SOURCES, ModelConfig, from_dict, to_dict
 from textae.errors import TextaeError
 from textae.training.model import Autoencoder, append_eos, mix_inputs
 
@@ -64,27 +64,29 @@ def test_configs_saved_before_reverse_input_existed_read_forward() -> None:
     assert ModelConfig().reverse_input is True
 
 
-@pytest.mark.parametrize("source", ["tokens", "states", "states+tokens"])
+@pytest.mark.parametrize("source", FEATURE_SOURCES)
 def test_features_pool_what_feature_source_names(source: str) -> None:
     model = make_model(feature_source=source)
     input_ids, lengths = padded_batch([[5, 6, 7], [8, 9], []], width=6)
     with torch.no_grad():
-        _, features = model.encode_with_features(input_ids, lengths)
+        vectors, features = model.encode_with_features(input_ids, lengths)
         states, _ = model.encoder.states(input_ids, lengths)
         table = model.embedding.weight
     assert features.shape == (3, model.config.feature_dim)
     expected = []
     for row, tokens in enumerate([[5, 6, 7], [8, 9], [0]]):  # an empty sentence reads its one <pad>
         parts = []
+        if source == "vector+tokens":
+            parts += [vectors[row], table[tokens].mean(0), table[tokens].amax(0), table[tokens].amin(0)]
         if "states" in source:
             read = states[row, : len(tokens)]
             parts += [read.mean(0), read.amax(0)]
-        if "tokens" in source:
+        if source in ("tokens", "states+tokens"):
             parts += [table[tokens].mean(0), table[tokens].amax(0)]
         expected.append(torch.cat(parts))
     torch.testing.assert_close(features, torch.stack(expected), atol=1e-6, rtol=0)
-    widths = {"tokens": 2 * 16, "states": 2 * 24, "states+tokens": 2 * 24 + 2 * 16}
-    assert model.config.feature_dim == widths[source]
+    widths = {"vector+tokens": (12, 16, 16, 16), "tokens": (16, 16), "states": (24, 24), "states+tokens": (24, 24, 16, 16)}
+    assert model.config.feature_blocks == widths[source] and model.config.feature_dim == sum(widths[source])
 
 
 def test_configs_saved_before_feature_source_existed_pool_the_states() -> None:
@@ -92,7 +94,8 @@ def test_configs_saved_before_feature_source_existed_pool_the_states() -> None:
     del saved["feature_source"]
     old = from_dict(ModelConfig, saved)
     assert old.feature_source == "states" and old.feature_dim == 2 * old.hidden_size
-    assert ModelConfig().feature_source == "tokens" and ModelConfig().feature_dim == 2 * ModelConfig().embedding_dim
+    today = ModelConfig()
+    assert today.feature_source == "vector+tokens" and today.feature_dim == today.latent_dim + 3 * today.embedding_dim
     with pytest.raises(TextaeError, match="feature_source"):
         ModelConfig(feature_source="words").validate()
 

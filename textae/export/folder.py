@@ -100,10 +100,10 @@ def export_model(
     unless asked for raw vectors; whiten_dim keeps that many directions (default: the full width).
     postprocess="none" stores none: embed returns the raw vectors.
 
-    feature_source (tokens, states or states+tokens) sets what the encoder's features output
-    pools instead of the run's own setting: it reads weights every run has, so a run trained
-    before the setting existed (its features pooled the states) can be exported with the token
-    pools that issue 22 measured better.
+    feature_source (vector+tokens, tokens, states or states+tokens) sets what the encoder's
+    features output holds instead of the run's own setting: it reads weights every run has, so a
+    run trained before the setting existed (its features pooled the states) can be exported with
+    the features issue 22 measured better.
     """
     check_postprocess_options(postprocess, whiten_dim)
     if quantize is not None and quantize not in QUANTIZE_CHOICES:

@@ -21,7 +21,7 @@ from textae.errors import TextaeError
 from textae.export.calibration import training_token_ids, validation_token_ids
 from textae.manifest import postprocess_file_name
 from textae.runtime.model import TextAE
-from textae.runtime.postprocess import POSTPROCESS_METHODS, WHITEN, fit_whitening
+from textae.runtime.postprocess import POSTPROCESS_METHODS, WHITEN, fit_block_whitening, fit_whitening
 
 WHITEN_SAMPLE = 20_000  # training sentences the whitening is fitted on (issue 22's measurement)
 
@@ -61,8 +61,14 @@ def fit_postprocess(
     section: dict[str, dict[str, Any]] = {}
     for output in outputs:
         vectors = runtime.embed_ids(token_ids, batch_size=DEFAULT_BATCH_SIZE, output=output, raw=True)
-        whitening = fit_whitening(vectors, None if whiten_dim is None else min(whiten_dim, vectors.shape[1]))
+        dim = None if whiten_dim is None else min(whiten_dim, vectors.shape[1])
+        # features that begin with the sentence vector are blocks of different things: each block
+        # is whitened on its own and weighs the same (fit_block_whitening)
+        blocks = list(runtime.config.feature_blocks) if output == "features" and runtime.config.features_read_vector else None
+        whitening = fit_whitening(vectors, dim) if blocks is None else fit_block_whitening(vectors, blocks, dim)
         entry: dict[str, Any] = {"method": WHITEN, "dim": whitening.dim, "input_dim": whitening.input_dim}
+        if blocks is not None:
+            entry["blocks"] = blocks
         for key, array in (("mean", whitening.mean), ("transform", whitening.transform)):
             name = postprocess_file_name(output, key)
             np.save(folder / name, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)

@@ -37,6 +37,7 @@ from textae.training.model import (
     join_features,
     mean_and_max,
     pool,
+    pool_tokens,
     reverse_within_lengths,
 )
 
@@ -98,7 +99,7 @@ class _Prologue(nn.Module):
         zeros = torch.zeros_like(gates[0, :, : self.config.hidden_size])  # (B, H)
         states = zeros if self.config.num_layers == 1 else torch.stack([zeros] * self.config.num_layers)
         if self.config.features_read_tokens:
-            return gates, states, mean_and_max(embedded, lengths)
+            return gates, states, pool_tokens(embedded, lengths, self.config)
         return gates, states
 
 
@@ -134,7 +135,7 @@ class _Step(nn.Module):
 
 
 class _Epilogue(nn.Module):
-    """The top layer's states (T, B, H) [and the prologue's token pools (B, 2E)] -> sentence_embedding
+    """The top layer's states (T, B, H) [and the prologue's token pools (B, k*E)] -> sentence_embedding
     (B, Z), pooled as model.encode pools, and features (B, F) as model.encode_with_features joins
     them (from the same per-row int8 states, so the features are batch-invariant too)."""
 
@@ -147,7 +148,8 @@ class _Epilogue(nn.Module):
         states, lengths = outputs.transpose(0, 1), lengths.clamp(min=1)  # (B, T, H)
         pooled = pool(states, lengths, self.config)  # (B, H)
         state_pools = mean_and_max(states, lengths) if self.config.features_read_states else None
-        return self.to_latent(pooled), join_features(state_pools, token_pools)
+        sentence_embedding = self.to_latent(pooled)
+        return sentence_embedding, join_features(sentence_embedding, state_pools, token_pools, self.config)
 
 
 def row_quantized_encoder(model: Autoencoder, shapes: GraphShapes, opset: int) -> onnx.ModelProto:
@@ -165,7 +167,7 @@ def row_quantized_encoder(model: Autoencoder, shapes: GraphShapes, opset: int) -
     # the token embeddings' pools (when the features read them) go from the prologue, which looks
     # the tokens up, past the Scan to the epilogue, which joins the features
     handed_on = ("token_pools",) if config.features_read_tokens else ()
-    token_pools_type = {"token_pools": ("float32", ["batch", 2 * config.embedding_dim])} if handed_on else {}
+    token_pools_type = {"token_pools": ("float32", ["batch", len(config.token_pools) * config.embedding_dim])} if handed_on else {}
     prologue = trace_to_onnx(
         prologue_module, (input_ids, lengths), "int8 encoder prologue",
         {**signature, "x_gates": ("float32", ["sequence", "batch", gate_width]), "h0": state_type, **token_pools_type},

@@ -155,9 +155,10 @@ class TextAE:
         raw: bool = False,
     ) -> np.ndarray:
         """Sentence vectors (N, dim) float32, in input order; with output="features", the
-        encoder's features (N, feature_dim): the mean and max over each sentence's tokens of what
-        the export's `config.feature_source` names (tokens: the token embeddings; states: the top
-        layer's states; or both).
+        encoder's features (N, feature_dim), what the export's `config.feature_source` names
+        (vector+tokens: the sentence vector, and the mean, max and min over each sentence's token
+        embeddings, each block whitened on its own by default; tokens, states, states+tokens: the
+        mean and max of the token embeddings, of the top layer's states, or of both).
 
         By default the export's stored post-processing of that output is applied (a whitening
         fitted on the run's training sentences: `postprocessing`); raw=True returns the encoder's

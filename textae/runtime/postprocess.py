@@ -14,6 +14,7 @@ vectors. Benchmarks fit baselines with the same `fit_whitening`, so every method
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -97,6 +98,45 @@ def fit_whitening(vectors: np.ndarray, dim: int | None = None) -> Whitening:
     eps = EPS_RELATIVE * largest if largest > 0 else 1.0
     transform = vectors_[:, :k] / np.sqrt(values[:k] + eps)
     return Whitening(mean, np.ascontiguousarray(transform))
+
+
+def fit_block_whitening(vectors: np.ndarray, blocks: Sequence[int], dim: int | None = None) -> Whitening:
+    """One whitening of vectors (N, sum(blocks)) that whitens each block of columns on its own and
+    scales it to the same expected squared norm: a block-diagonal transform of fit_whitening's.
+
+    For features whose blocks differ in scale and meaning (the sentence vector beside the token
+    embeddings' pools): one whitening of the whole would mix them, and a wide block would outweigh a
+    narrow one in a cosine. Each whitened block has about unit variance per kept direction, so
+    dividing it by sqrt(its kept width) gives every block an expected squared norm of 1 (issue 22
+    measured this as bench_token_mean.py's "balanced" candidates). dim, if given, is shared among
+    the blocks in proportion to their widths (largest remainders; at least one direction each),
+    and each block's share is clipped to its sample's rank as fit_whitening clips it.
+    """
+    sample = np.asarray(vectors, dtype=np.float64)
+    widths = [int(width) for width in blocks]
+    if not widths or any(width < 1 for width in widths) or sample.ndim != 2 or sample.shape[1] != sum(widths):
+        raise TextaeError(f"block whitening needs vectors (N, {sum(widths)}) for blocks {widths}; got {sample.shape}")
+    if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 1):
+        raise TextaeError(f"whitening dim must be a positive integer, got {dim!r}")
+    starts = np.cumsum([0, *widths])
+    shares = [None] * len(widths) if dim is None else _shares(min(dim, sum(widths)), widths)
+    fitted = [fit_whitening(sample[:, start:end], share) for start, end, share in zip(starts[:-1], starts[1:], shares)]
+    transform = np.zeros((sample.shape[1], sum(part.dim for part in fitted)))
+    column = 0
+    for start, part in zip(starts, fitted):
+        transform[start : start + part.input_dim, column : column + part.dim] = part.transform / np.sqrt(part.dim)
+        column += part.dim
+    return Whitening(np.concatenate([part.mean for part in fitted]), transform)
+
+
+def _shares(total: int, widths: Sequence[int]) -> list[int]:
+    """total split in proportion to widths by largest remainders, each share in [1, its width]."""
+    exact = [total * width / sum(widths) for width in widths]
+    shares = [max(1, int(share)) for share in exact]
+    by_remainder = sorted(range(len(widths)), key=lambda i: exact[i] - int(exact[i]), reverse=True)
+    for index in by_remainder[: max(0, total - sum(shares))]:
+        shares[index] += 1
+    return [min(share, width) for share, width in zip(shares, widths)]
 
 
 def apply_whitening(vectors: np.ndarray, mean: np.ndarray, transform: np.ndarray) -> np.ndarray:

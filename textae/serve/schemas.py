@@ -186,7 +186,7 @@ class InfoResponse(BaseModel):
     dim: int = Field(description="Width of a sentence vector from /embed (whitened by default, when the export stores a whitening).")
     raw_dim: int = Field(description="Width of a raw sentence vector (/embed with raw, and what /decode reads).")
     feature_dim: int | None = Field(description="Width of /embed's features output (whitened by default); null when the export has none (format version 1).")
-    feature_source: str | None = Field(description="What the features pool: tokens, states or states+tokens; null without features.")
+    feature_source: str | None = Field(description="What the features hold: vector+tokens, tokens, states or states+tokens; null without features.")
     max_length: int = Field(description="Tokens the model reads per input; longer inputs are truncated or refused.")
     textae_version: str
     threads: int = Field(description="onnxruntime intra-op threads of this worker.")

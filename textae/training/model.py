@@ -49,17 +49,18 @@ class Encoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (sentence_embedding (B, latent_dim), features (B, config.feature_dim)); packed as in states().
 
-        features: the masked mean and max over each sentence's tokens of what config.feature_source
-        names: the token embeddings (E each), the top layer's states (D directions of H each), or
-        both, states first. Vectors for similarity and downstream tasks, wider than the sentence
+        features: the blocks config.feature_blocks lists, as config.feature_source names them: the
+        sentence vector, the masked mean and max over each sentence's tokens of the top layer's
+        states (D directions of H each), and the masked mean and max [and min] of its token
+        embeddings (E each). Vectors for similarity and downstream tasks, wider than the sentence
         vector and not squeezed through it.
         """
         outputs, lengths = self.states(input_ids, lengths, packed)
         sentence_embedding = self.to_latent(self.dropout(pool(outputs, lengths, self.config)))
         # an empty sentence's length is 1 here: its features read its one <pad>, as its states do
         state_pools = mean_and_max(outputs, lengths) if self.config.features_read_states else None
-        token_pools = mean_and_max(self.embedding(input_ids), lengths) if self.config.features_read_tokens else None
-        return sentence_embedding, join_features(state_pools, token_pools)
+        token_pools = pool_tokens(self.embedding(input_ids), lengths, self.config) if self.config.features_read_tokens else None
+        return sentence_embedding, join_features(sentence_embedding, state_pools, token_pools, self.config)
 
     def states(self, input_ids: torch.Tensor, lengths: torch.Tensor, packed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The top layer's states (B, T', D*H), exact for each row's first lengths[b] steps, and the
@@ -115,9 +116,19 @@ def mean_and_max(steps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return torch.cat([masked_mean(steps, lengths), masked_max(steps, lengths)], dim=1)
 
 
-def join_features(state_pools: torch.Tensor | None, token_pools: torch.Tensor | None) -> torch.Tensor:
-    """The features output: the states' pools (B, 2*D*H), then the tokens' (B, 2E), where present."""
-    parts = [part for part in (state_pools, token_pools) if part is not None]
+def pool_tokens(embedded: torch.Tensor, lengths: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """(B, T, E) token embeddings -> (B, len(config.token_pools) * E): their masked mean, max [and min]."""
+    pools = {"mean": masked_mean, "max": masked_max, "min": masked_min}
+    return torch.cat([pools[name](embedded, lengths) for name in config.token_pools], dim=1)
+
+
+def join_features(
+    sentence_embedding: torch.Tensor, state_pools: torch.Tensor | None, token_pools: torch.Tensor | None, config: ModelConfig
+) -> torch.Tensor:
+    """The features output, in config.feature_blocks' order: the sentence vector (B, Z) where the
+    features read it, the states' pools (B, 2*D*H), then the tokens' (B, k*E), where present."""
+    vector = sentence_embedding if config.features_read_vector else None
+    parts = [part for part in (vector, state_pools, token_pools) if part is not None]
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
@@ -135,6 +146,11 @@ def masked_mean(outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 def masked_max(outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(B, T, F) -> (B, F): the maximum over each row's first lengths[b] steps."""
     return outputs.masked_fill(~_step_mask(outputs, lengths), float("-inf")).max(dim=1).values
+
+
+def masked_min(outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) -> (B, F): the minimum over each row's first lengths[b] steps."""
+    return outputs.masked_fill(~_step_mask(outputs, lengths), float("inf")).min(dim=1).values
 
 
 class Decoder(nn.Module):
