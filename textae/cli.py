@@ -226,6 +226,7 @@ def reconstruct(
     file: Annotated[Optional[Path], typer.Option(help="Read the sentences from this file (- for standard input).")] = None,
     threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
+    beam: Annotated[int, typer.Option(help="Keep this many hypotheses per sentence, 1 to 64 (1: greedy); wider beams reproduce more sentences exactly, at about this many times the decoding cost.")] = 1,
 ) -> None:
     """Print what the model reconstructs from each sentence's vector, one line per sentence."""
     from textae.runtime.files import read_sentences
@@ -234,7 +235,7 @@ def reconstruct(
     if bool(text) == (file is not None):
         raise TextaeError("give the sentences as arguments or with --file, not both")
     sentences = read_sentences(file) if file is not None else text
-    for line in TextAE.load(model, threads, precision).reconstruct(sentences):
+    for line in TextAE.load(model, threads, precision).reconstruct(sentences, beam_size=beam):
         typer.echo(line)
 
 
@@ -366,6 +367,7 @@ def evaluate(
     probe: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Logistic-regression probe accuracy (10-fold CV) on label<TAB>text lines.")] = None,
     probe_test: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Train the probe on --probe and test it on this label<TAB>text file instead of CV.")] = None,
     anomalies: Annotated[Optional[tuple[Path, Path]], typer.Option(metavar="IN_FILE OUT_FILE", help="AUROC of the anomaly score at telling OUT_FILE's sentences from IN_FILE's.")] = None,
+    beam: Annotated[int, typer.Option(help="--text: reconstruct with a beam of this many hypotheses, 1 to 64 (1: greedy).")] = 1,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on standard output.")] = False,
     threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
     precision: Annotated[Optional[str], typer.Option(help=_PRECISION_HELP)] = None,
@@ -380,8 +382,9 @@ def evaluate(
     from textae.runtime.model import TextAE
 
     report = evaluate_model(
-        TextAE.load(model, threads, precision), text=text, sts=sts, probe=probe, probe_test=probe_test, anomalies=anomalies
-    )
+        TextAE.load(model, threads, precision), text=text, sts=sts, probe=probe, probe_test=probe_test, anomalies=anomalies,
+        beam_size=beam,
+    )  # fmt: skip
     if json_output:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -42,7 +42,7 @@ class EchoModel:
         self.seen.extend(sentences)
         return np.arange(start, len(self.seen), dtype=np.float32)[:, None]  # the vector is the row
 
-    def greedy_ids(self, vectors: np.ndarray) -> list[list[int]]:
+    def decode_ids(self, vectors: np.ndarray, beam_size: int = 1) -> list[list[int]]:
         ids = encode_batch(self.tokenizer, [self.seen[int(v[0])] for v in vectors], 1000)
         return [row[:-1] if len(row) > self.drop_after else row for row in ids]
 

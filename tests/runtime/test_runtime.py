@@ -230,3 +230,18 @@ def test_features_are_a_mean_a_max_and_a_min_and_do_not_depend_on_the_batch(rand
     assert (top >= mean - 1e-6).all() and (mean >= bottom - 1e-6).all()
     alone = np.concatenate([model.embed([s], output="features", raw=True) for s in TINY_SENTENCES[:5]])
     np.testing.assert_allclose(alone, features, atol=1e-5, rtol=0)
+
+
+def test_beam_decoding_through_the_export(random_export: Path, trained_export: Path) -> None:
+    model = TextAE.load(random_export, precision="fp32")
+    vectors = model.embed(TINY_SENTENCES[:4], raw=True)
+    assert model.decode_ids(vectors, beam_size=1) == model.greedy_ids(vectors)
+    beamed = model.decode_ids(vectors, max_length=5, beam_size=3)
+    assert len(beamed) == 4 and all(len(ids) <= 5 for ids in beamed)
+    assert model.decode(vectors, raw=True, beam_size=3) == model.reconstruct(TINY_SENTENCES[:4], beam_size=3)
+    assert model.decode_ids(np.zeros((0, model.raw_dim), dtype=np.float32), beam_size=4) == []
+    # the overfitted model reconstructs its corpus exactly with a beam as it does greedily
+    trained = TextAE.load(trained_export)
+    assert trained.reconstruct(TINY_SENTENCES, beam_size=4) == [s.strip() for s in TINY_SENTENCES]
+    with pytest.raises(TextaeError, match="beam_size must be a whole number from 1 to 64"):
+        model.reconstruct(["a"], beam_size=0)

@@ -153,6 +153,13 @@ def test_score_reconstruct_and_decode_equal_library(export: Path, library: TextA
             decoded = (await client.post("/decode", json={"vectors": vectors.tolist(), "raw": True})).json()
             assert decoded["texts"] == library.decode(vectors, raw=True)
 
+            beamed = (await client.post("/reconstruct", json={"inputs": sentences[:4], "beam_size": 3})).json()
+            assert beamed["texts"] == library.reconstruct(sentences[:4], beam_size=3)
+            decoded = (await client.post("/decode", json={"vectors": vectors.tolist(), "raw": True, "beam_size": 2})).json()
+            assert decoded["texts"] == library.decode(vectors, raw=True, beam_size=2)
+            refused = await client.post("/reconstruct", json={"inputs": sentences[:1], "beam_size": 9})
+            assert refused.status_code == 422 and refused.json()["error"]["param"] == "beam_size"
+
     run(scenario())
 
 

@@ -20,6 +20,7 @@ from textae.evaluation.reconstruction import evaluate_reconstruction
 from textae.evaluation.report import EvaluationReport
 from textae.evaluation.similarity import evaluate_sts
 from textae.extras import import_optional
+from textae.runtime.beam import check_beam_size
 from textae.runtime.model import TextAE
 
 
@@ -31,6 +32,7 @@ def evaluate_model(
     probe: Path | None = None,
     probe_test: Path | None = None,
     anomalies: tuple[Path, Path] | None = None,
+    beam_size: int = 1,
 ) -> EvaluationReport:
     """Run every evaluation whose input is given; inputs and optional packages are checked first,
     so a typo in the last file does not cost the time of the first evaluation."""
@@ -41,13 +43,14 @@ def evaluate_model(
     for path in [text, sts, probe, probe_test, *(anomalies or ())]:
         if path is not None:
             check_readable_file(Path(path))
+    check_beam_size(beam_size)
     if text is not None:
         import_optional("sacrebleu", "chrF")
     if probe is not None:
         import_optional("sklearn", "the probe evaluation")
     report = EvaluationReport(str(model.folder))
     if text is not None:
-        report.reconstruction = evaluate_reconstruction(model, Path(text))
+        report.reconstruction = evaluate_reconstruction(model, Path(text), beam_size=beam_size)
     if sts is not None:
         report.sts = evaluate_sts(model, Path(sts))
     if probe is not None:

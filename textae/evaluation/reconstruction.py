@@ -45,14 +45,19 @@ class ReconstructionResult:
     buckets: list[LengthBucket]
 
 
-def evaluate_reconstruction(model: TextAE, path: Path, buckets: Sequence[int] = LENGTH_BUCKETS) -> ReconstructionResult:
-    """Encode and greedily decode every sentence of path; compare with the input, per length bucket."""
+def evaluate_reconstruction(
+    model: TextAE, path: Path, buckets: Sequence[int] = LENGTH_BUCKETS, beam_size: int = 1
+) -> ReconstructionResult:
+    """Encode and decode (greedily, or with a beam of beam_size) every sentence of path; compare
+    with the input, per length bucket."""
     import_optional("sacrebleu", "chrF")
-    reference_ids, hypothesis_ids, references, hypotheses = reconstruct_ids(model, read_text_file(path))
+    reference_ids, hypothesis_ids, references, hypotheses = reconstruct_ids(model, read_text_file(path), beam_size)
     return summarize_reconstruction(str(path), reference_ids, hypothesis_ids, references, hypotheses, buckets=buckets)
 
 
-def reconstruct_ids(model: TextAE, sentences: Sequence[str]) -> tuple[list[list[int]], list[list[int]], list[str], list[str]]:
+def reconstruct_ids(
+    model: TextAE, sentences: Sequence[str], beam_size: int = 1
+) -> tuple[list[list[int]], list[list[int]], list[str], list[str]]:
     """(reference ids, reconstructed ids, reference texts, reconstructed texts), in input order."""
     # NFC + strip: what the tokenizer and decoder produce, so a round trip can compare equal
     references = [unicodedata.normalize("NFC", sentence.strip()) for sentence in sentences]
@@ -60,7 +65,7 @@ def reconstruct_ids(model: TextAE, sentences: Sequence[str]) -> tuple[list[list[
     hypothesis_ids: list[list[int]] = [[] for _ in references]
     for rows in length_sorted_batches([len(ids) for ids in reference_ids], RECONSTRUCT_BATCH):
         vectors = model.embed([references[row] for row in rows], batch_size=RECONSTRUCT_BATCH, raw=True)
-        for row, ids in zip(rows, model.greedy_ids(vectors)):
+        for row, ids in zip(rows, model.decode_ids(vectors, beam_size=beam_size)):
             hypothesis_ids[row] = ids
     return reference_ids, hypothesis_ids, references, decode_batch(model.tokenizer, hypothesis_ids)
 

@@ -34,6 +34,7 @@ from textae.manifest import (
     int8_is_exact_on,
     percentile_key,
 )
+from textae.runtime.beam import beam_search, check_beam_size
 from textae.runtime.generate import (
     SPREAD_AROUND_THE_DISTRIBUTION,
     SPREAD_NEAR_A_SENTENCE,
@@ -44,6 +45,7 @@ from textae.runtime.postprocess import Whitening
 from textae.tokenizer import decode_batch, encode_batch, load_tokenizer, special_token_ids
 
 DECODE_METHODS = ("loop", "step")
+STATE_BATCH_AXIS = 2  # decoder_init's and decoder_step's state: (states, layers, batch, hidden)
 EMBED_OUTPUTS = ("sentence_embedding", "features")  # the encoder's outputs embed() can return
 # run_graph's job for each graph: the encoder alone serves `embed`; every graph that decodes serves `text`
 GRAPH_JOBS = {graph: "embed" if graph == "encoder" else "text" for graph in GRAPH_SIGNATURES}
@@ -291,31 +293,68 @@ class TextAE:
             vectors = distribution.sample_near(centre, count, rng, SPREAD_NEAR_A_SENTENCE if spread is None else spread)
         return self.decode(vectors, batch_size=batch_size, max_length=max_length, raw=True)
 
-    def reconstruct(self, sentences: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None) -> list[str]:
-        """Encode each sentence and decode it greedily: what the model remembers of it."""
+    def reconstruct(
+        self, sentences: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None, beam_size: int = 1
+    ) -> list[str]:
+        """Encode each sentence and decode it: what the model remembers of it. beam_size 1 decodes
+        greedily; more keeps that many hypotheses per sentence (`decode_ids`)."""
         sentences = _check_sentences(sentences)
         _check_batch_size(batch_size)
+        check_beam_size(beam_size)
         token_ids = self.tokenize(sentences)
         texts = [""] * len(sentences)
         # similar input lengths give similar output lengths, so the Loop's early exit wastes less
         for rows in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
             vectors = self._encode([token_ids[row] for row in rows], None, "sentence_embedding", "text")
-            for row, text in zip(rows, self._decode_texts(vectors, max_length)):
+            for row, text in zip(rows, self._decode_texts(vectors, max_length, beam_size)):
                 texts[row] = text
         return texts
 
     def decode(
-        self, vectors: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None, *, raw: bool = False
+        self,
+        vectors: np.ndarray,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_length: int | None = None,
+        *,
+        raw: bool = False,
+        beam_size: int = 1,
     ) -> list[str]:
-        """Greedy text for each row of vectors as embed returns them (N, dim), or a point between two:
+        """Text for each row of vectors as embed returns them (N, dim), or a point between two:
         the export's whitening is undone first (decode(embed(x)) reconstructs x). raw=True takes the
-        encoder's raw vectors (N, raw_dim), as embed(..., raw=True) gives them."""
+        encoder's raw vectors (N, raw_dim), as embed(..., raw=True) gives them. Greedy unless
+        beam_size > 1."""
         vectors = self._raw_vectors(vectors) if not raw else self._check_vectors(vectors)
         _check_batch_size(batch_size)
+        check_beam_size(beam_size)
         texts: list[str] = []
         for start in range(0, len(vectors), batch_size):
-            texts.extend(self._decode_texts(vectors[start : start + batch_size], max_length))
+            texts.extend(self._decode_texts(vectors[start : start + batch_size], max_length, beam_size))
         return texts
+
+    def decode_ids(self, vectors: np.ndarray, max_length: int | None = None, beam_size: int = 1) -> list[list[int]]:
+        """Token ids per row of raw vectors, up to and without <eos>: `greedy_ids` for a beam of 1,
+        else a beam search of that width over the one-step graph (`textae.runtime.beam`), which
+        costs about beam_size times the greedy decode's arithmetic and one onnxruntime call a token."""
+        check_beam_size(beam_size)
+        if beam_size == 1:
+            return self.greedy_ids(vectors, max_length)
+        vectors = self._check_vectors(vectors)
+        max_length = self._check_max_length(max_length)
+        if len(vectors) == 0:
+            return []
+        (state,) = self.run_graph("decoder_init", sentence_embedding=vectors)
+
+        # the graphs' state is (states, layers, B, H); the search reorders hypotheses along axis 0
+        def step(input_ids: np.ndarray, sentence_embedding: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            state = np.ascontiguousarray(np.moveaxis(rows, 0, STATE_BATCH_AXIS))
+            logits, next_state = self.run_graph("decoder_step", input_ids=input_ids, sentence_embedding=sentence_embedding, state=state)
+            return logits, np.moveaxis(next_state, STATE_BATCH_AXIS, 0)
+
+        config = self.config
+        return beam_search(
+            step, vectors, np.moveaxis(state, STATE_BATCH_AXIS, 0), bos_id=config.bos_id, eos_id=config.eos_id,
+            pad_id=config.pad_id, beam_size=beam_size, max_length=max_length,
+        )  # fmt: skip
 
     def greedy_ids(self, vectors: np.ndarray, max_length: int | None = None, method: str = "loop") -> list[list[int]]:
         """Greedy token ids per row, up to and without <eos>.
@@ -367,8 +406,8 @@ class TextAE:
         input_ids, lengths = self._pad_to(token_ids, width)
         return self._session("decoder_score", "text").run(None, {"input_ids": input_ids, "lengths": lengths})[0]
 
-    def _decode_texts(self, vectors: np.ndarray, max_length: int | None) -> list[str]:
-        return decode_batch(self.tokenizer, self.greedy_ids(vectors, max_length))
+    def _decode_texts(self, vectors: np.ndarray, max_length: int | None, beam_size: int = 1) -> list[str]:
+        return decode_batch(self.tokenizer, self.decode_ids(vectors, max_length, beam_size))
 
     def _step_loop(self, vectors: np.ndarray, max_length: int) -> np.ndarray:
         """The greedy decode of model.greedy_decode, one onnxruntime call per generated token."""

@@ -214,7 +214,7 @@ def create_app(settings: ServeSettings, *, handle_signals: bool = False) -> Fast
     async def reconstruct(body: models.reconstruct, request: Request) -> Response:
         """What the model decodes from each sentence's vector."""
         service = service_of(request)
-        job = Job(JobKind.RECONSTRUCT, body.max_length)
+        job = Job(JobKind.RECONSTRUCT, body.max_length, beam_size=body.beam_size)
         texts, truncated, _ = await service.texts_job(request, job, body.inputs, body.truncate, "inputs")
         return _json({"texts": texts, "truncated": truncated})
 
@@ -229,14 +229,14 @@ def create_app(settings: ServeSettings, *, handle_signals: bool = False) -> Fast
 
     @app.post("/decode", response_model=schemas.DecodeResponse, responses=schemas.error_responses(*model_errors), dependencies=guarded)
     async def decode(body: models.decode, request: Request) -> Response:
-        """Greedy text for each vector (any point, e.g. between two sentences)."""
+        """Text for each vector (any point, e.g. between two sentences): greedy, or with a beam."""
         service = service_of(request)
         with np.errstate(over="ignore"):
             vectors = [np.asarray(v, dtype=np.float32) for v in body.vectors]
         for index, vector in enumerate(vectors):
             if not np.isfinite(vector).all():  # finite float64 values can overflow float32
                 raise ApiError(422, "vector has values beyond float32's range", f"vectors[{index}]")
-        texts = await service.run(request, Job(JobKind.DECODE, body.max_length, raw=body.raw), vectors, [1] * len(vectors))
+        texts = await service.run(request, Job(JobKind.DECODE, body.max_length, raw=body.raw, beam_size=body.beam_size), vectors, [1] * len(vectors))
         return _json({"texts": texts})
 
     @app.get("/health", response_model=schemas.StatusResponse, responses=schemas.error_responses(503))

@@ -62,6 +62,10 @@ class RequestModels:
     decode: type[BaseModel]
 
 
+# A beam multiplies a batch's decoding work by its width while the batcher counts inputs, so the
+# server bounds it well below the runtime's own limit (textae.runtime.beam.MAX_BEAM_SIZE).
+MAX_SERVED_BEAM = 8
+
 _TRUNCATE = Field(
     True,
     description="Inputs longer than the model's max_length tokens are cut and reported in `truncated`; "
@@ -81,6 +85,11 @@ def request_models(limits: Limits) -> RequestModels:
         int | None,
         Field(None, ge=1, le=limits.max_decode_length, description="Most tokens to generate per text (default: the model's max_length + 1)."),
     ]
+    BeamSize = Annotated[
+        int,
+        Field(1, ge=1, le=MAX_SERVED_BEAM, description=f"Hypotheses kept per text, 1 to {MAX_SERVED_BEAM} (1: greedy); "
+              "a beam of k reproduces more sentences exactly at about k times the decoding cost."),
+    ]  # fmt: skip
     Finite = Annotated[float, Field(allow_inf_nan=False)]
     Vector = Annotated[list[Finite], Field(min_length=limits.dim, max_length=limits.dim)]
 
@@ -103,12 +112,13 @@ def request_models(limits: Limits) -> RequestModels:
         inputs: Inputs
         normalize: bool = Field(False, description="Scale every vector to unit length.")
         raw: bool = Field(False, description="The encoder's raw vectors, without the whitening the export stores and applies by default (/decode takes them with raw).")
-        output: Literal["sentence_embedding", "features"] = Field("sentence_embedding", description="sentence_embedding: the sentence vector (what /decode reads); features: the encoder's features (feature_dim wide in /info; by default the token embeddings' mean and max, the better vectors for similarity and classifiers).")
+        output: Literal["sentence_embedding", "features"] = Field("sentence_embedding", description="sentence_embedding: the sentence vector (what /decode reads); features: the encoder's features (feature_dim wide in /info; by default the sentence vector beside the token embeddings' mean, max and min, the better vectors for similarity and classifiers).")
         truncate: bool = _TRUNCATE
 
     class ReconstructRequest(Strict):
         inputs: Inputs
         max_length: DecodeLength
+        beam_size: BeamSize = 1
         truncate: bool = _TRUNCATE
 
     class ScoreRequest(Strict):
@@ -119,6 +129,7 @@ def request_models(limits: Limits) -> RequestModels:
     class DecodeRequest(Strict):
         vectors: Annotated[list[Vector], Field(min_length=1, max_length=limits.max_inputs, description=f"1 to {limits.max_inputs} vectors of {limits.dim} finite numbers.")]
         max_length: DecodeLength
+        beam_size: BeamSize = 1
         raw: bool = Field(False, description="The vectors are raw (/embed with raw); by default they are as /embed returns them, and the export's whitening is undone.")
 
     return RequestModels(OpenAIEmbeddingsRequest, EmbedRequest, ReconstructRequest, ScoreRequest, DecodeRequest)

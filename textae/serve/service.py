@@ -40,8 +40,8 @@ class JobKind(enum.Enum):
 
     EMBED = "embed"  # token ids -> sentence vectors
     SCORE = "score"  # token ids -> anomaly scores (mean token negative log-likelihood)
-    RECONSTRUCT = "reconstruct"  # token ids -> their vectors -> greedy text
-    DECODE = "decode"  # vectors -> greedy text
+    RECONSTRUCT = "reconstruct"  # token ids -> their vectors -> text (greedy, or a beam)
+    DECODE = "decode"  # vectors -> text (greedy, or a beam)
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class Job:
     max_length: int | None = None  # RECONSTRUCT and DECODE: most tokens to generate (None: the model's default)
     raw: bool = False  # EMBED: the encoder's raw vectors, without the export's stored whitening; DECODE: the vectors are raw
     output: str = "sentence_embedding"  # EMBED: the encoder output to return (sentence_embedding or features)
+    beam_size: int = 1  # RECONSTRUCT and DECODE: hypotheses kept per text (1: greedy)
 
 
 @dataclass
@@ -100,10 +101,10 @@ class Service:
             return [float(score) for score in self.model.score_ids(batch.payloads, width=batch.width)]
         if job.kind is JobKind.RECONSTRUCT:
             vectors = self.model.embed_ids(batch.payloads, width=batch.width, raw=True)  # the decoder reads raw vectors
-            return self.model.decode(vectors, batch_size=len(vectors), max_length=job.max_length, raw=True)
+            return self.model.decode(vectors, batch_size=len(vectors), max_length=job.max_length, raw=True, beam_size=job.beam_size)
         # JobKind.DECODE: the payloads are the vectors, as /embed returns them (raw: as with raw)
         vectors = np.stack(batch.payloads)
-        return self.model.decode(vectors, batch_size=len(vectors), max_length=job.max_length, raw=job.raw)
+        return self.model.decode(vectors, batch_size=len(vectors), max_length=job.max_length, raw=job.raw, beam_size=job.beam_size)
 
     def _observe_batch(self, stats: BatchStats) -> None:
         self.metrics.observe_batch(stats)
