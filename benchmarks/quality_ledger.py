@@ -167,6 +167,12 @@ def row_defaults(row: dict[str, Any]) -> int:
     return int(row.get("defaults", 1))
 
 
+def row_label(row: dict[str, Any]) -> str:
+    """The variant's name, with the defaults it ran under when they are not today's ("defaults (v2)")."""
+    version = row_defaults(row)
+    return row["variant"] if version == DEFAULTS_VERSION else f"{row['variant']} (v{version})"
+
+
 def row_absolute_settings(row: dict[str, Any]) -> dict[str, Any]:
     return absolute_settings(row["settings"], row_defaults(row))
 
@@ -174,18 +180,27 @@ def row_absolute_settings(row: dict[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Key:
     """What makes two runs the same experiment. The bench arguments are in it because a run on a
-    capped corpus or a smaller probe set measures something else, even with the same settings."""
+    capped corpus or a smaller probe set measures something else, even with the same settings; the
+    training precision actually used is in it because `precision auto` resolves by CPU and by
+    textae version (AVX512-BF16 CPUs trained fp32 before fbb8d91, bf16 after), and bf16 buys ~40 %
+    more steps in a budget."""
 
     stage: str
     budget_seconds: float
-    settings: str  # settings_key(absolute_settings(...)): resolved against version 1's defaults
+    settings: str  # experiment_settings(...): resolved against version 1's defaults, without the precision
     cpu_kind: str
     bench_args: tuple[str, ...]
+    precision: str | None  # fp32 or bf16, as trained (None: a row that did not record it)
+
+
+def experiment_settings(absolute: dict[str, Any]) -> str:
+    """settings_key of absolute settings less the requested precision, which Key holds as resolved."""
+    return settings_key({key: value for key, value in absolute.items() if key != "precision"})
 
 
 def row_key(row: dict[str, Any]) -> Key:
-    return Key(row["stage"], float(row["budget_seconds"]), settings_key(row_absolute_settings(row)), row["cpu"]["kind"],
-               tuple(row.get("bench_args") or ()))  # fmt: skip
+    return Key(row["stage"], float(row["budget_seconds"]), experiment_settings(row_absolute_settings(row)), row["cpu"]["kind"],
+               tuple(row.get("bench_args") or ()), row.get("precision"))  # fmt: skip
 
 
 def find_row(rows: Iterable[dict[str, Any]], key: Key) -> dict[str, Any] | None:
@@ -254,15 +269,16 @@ class Agreement:
 def agreements(rows: list[dict[str, Any]]) -> list[Agreement]:
     """For every CPU kind, bench arguments and (screen budget, final budget) pair in the ledger: the
     Spearman rank correlation between the screen and the final ranking of the variants run at both.
-    Variants are matched by their settings resolved against the first defaults, so a renamed
-    variant, or one whose settings became the defaults, still pairs up."""
+    Variants are matched by their settings resolved against the first defaults and their training
+    precision, so a renamed variant, or one whose settings became the defaults, still pairs up."""
     groups: dict[tuple[str, tuple[str, ...]], dict[str, dict[float, dict[str, dict[str, Any]]]]] = defaultdict(
         lambda: {"screen": defaultdict(dict), "final": defaultdict(dict)}
     )
     for row in latest(rows):
         if row["stage"] in STAGES:
             group = groups[(row["cpu"]["kind"], tuple(row.get("bench_args") or ()))]
-            group[row["stage"]][float(row["budget_seconds"])][settings_key(row_absolute_settings(row))] = row
+            experiment = (experiment_settings(row_absolute_settings(row)), row.get("precision"))
+            group[row["stage"]][float(row["budget_seconds"])][experiment] = row
     found = []
     for (cpu_kind, _), group in groups.items():
         for _screen_budget, screens in sorted(group["screen"].items()):
@@ -278,7 +294,7 @@ def agreements(rows: list[dict[str, Any]]) -> list[Agreement]:
                 # lower score is better on both sides, so the sign of the correlation reads as it should
                 rule = _spearman(ranking_scores(screen_rows), ranking_scores(final_rows))
                 found.append(Agreement(cpu_kind, screen_rows[0]["budget"], final_rows[0]["budget"],
-                                       [r["variant"] for r in final_rows], rule, per_figure))  # fmt: skip
+                                       [row_label(r) for r in final_rows], rule, per_figure))  # fmt: skip
     return found
 
 

@@ -136,11 +136,22 @@ class Plan:
 
     def key(self, settings: dict[str, Any], cpu_kind: str) -> ledger.Key:
         absolute = ledger.absolute_settings(settings, ledger.DEFAULTS_VERSION)
-        return ledger.Key(self.stage, self.budget_seconds, ledger.settings_key(absolute), cpu_kind, self.bench_args)
+        return ledger.Key(self.stage, self.budget_seconds, ledger.experiment_settings(absolute), cpu_kind, self.bench_args,
+                          planned_precision(settings))  # fmt: skip
 
     def result(self, name: str) -> Path:
         """Where bench_quality.py writes the variant's --json (a name may hold a dot: no with_suffix)."""
         return self.work / f"{name}.json"
+
+
+def planned_precision(settings: dict[str, Any]) -> str:
+    """The precision a variant will train in on this machine: its setting, with auto resolved as
+    the trainer resolves it (bench_quality.py trains on the CPU)."""
+    import torch
+
+    from textae.training.precision import resolve_precision
+
+    return resolve_precision(str(settings.get("precision", "auto")), torch.device("cpu"))
 
 
 def bench_command(plan: Plan, name: str, settings: dict[str, Any]) -> list[str]:

@@ -54,6 +54,9 @@ class FakeBench:
             (work / f"{part}.txt").write_text("one\ntwo\n", encoding="utf-8")
         quality = self.quality.get(name, self.quality.get(",".join(settings), 0.0))
         bench = fake_bench_json(quality, baselines="--no-baselines" not in command)
+        # the precision bench_quality.py reports: the one asked for, or what auto resolves to here
+        asked = dict(setting.split("=", 1) for setting in settings).get("precision", "auto")
+        bench["textae"]["precision"] = sweep_quality.planned_precision({"precision": asked})
         Path(command[command.index("--json") + 1]).write_text(json.dumps(bench), encoding="utf-8")
         return 0, 12.5, {"run_cpu_share": 0.98, "other_cpu_share": 0.01}
 
@@ -89,7 +92,7 @@ def test_each_finished_variant_appends_one_row_with_commit_cpu_and_every_figure(
     assert (wide["stage"], wide["budget"], wide["budget_seconds"]) == ("screen", "6m", 360.0)
     assert wide["commit"] == head_commit() and isinstance(wide["dirty"], bool) == (head_commit() is not None)
     assert wide["cpu"] == this_cpu().to_dict()
-    assert wide["steps"] == 102 and wide["precision"] == "fp32" and wide["wall_seconds"] == 12.5
+    assert wide["steps"] == 102 and wide["precision"] == sweep_quality.planned_precision({}) and wide["wall_seconds"] == 12.5
     assert wide["date"][:2] == "20" and wide["split"]["train"] == 2
     expected = fake_bench_json(2, baselines=False)
     assert wide["figures"]["results"] == expected["results"]
@@ -214,6 +217,7 @@ def test_rows_under_older_defaults_compare_by_what_they_ran(sweep, capsys) -> No
     def old_row(name: str, settings: dict[str, Any], quality: float) -> dict[str, Any]:
         return {"variant": name, "settings": settings, "stage": "screen", "budget": "6m", "budget_seconds": 360.0,
                 "cpu": this_cpu().to_dict(), "bench_args": [], "date": "2026-12-01", "commit": "0" * 40,
+                "precision": sweep_quality.planned_precision({}),
                 "figures": fake_bench_json(quality, baselines=False)}  # fmt: skip  # written under version 1: no "defaults"
     sweep.ledger.parent.mkdir(parents=True)
     ledger.append_row(sweep.ledger, old_row("became-defaults", became_defaults, 5))
@@ -233,3 +237,25 @@ def test_rows_under_older_defaults_compare_by_what_they_ran(sweep, capsys) -> No
     assert final.ran() == ["defaults", "wide-then"]
     sets = [final.commands[1][i + 1] for i, part in enumerate(final.commands[1]) if part == "--set"]
     assert sorted(sets) == sorted(["hidden_size=768", *(f"{key}={value}" for key, value in old_defaults.items())])
+
+
+def test_the_training_precision_is_part_of_the_experiment(sweep) -> None:
+    """precision auto resolves by CPU and by textae version: a row trained in fp32 is not the
+    experiment a bf16 run would be, and asking for the precision auto picks is the same one."""
+    here = sweep_quality.planned_precision({})
+    other = "fp32" if here == "bf16" else "bf16"
+    sweep(FakeBench({}), "--only", "defaults")
+    rows = ledger.read_rows(sweep.ledger)
+    assert rows[-1]["precision"] == here
+    same = FakeBench({})
+    sweep(same, "--only", "pinned", "--variant", f"pinned:precision={here}")
+    assert same.ran() == []  # in the ledger: auto trains in exactly that precision here
+    changed = FakeBench({})
+    sweep(changed, "--only", "pinned", "--variant", f"pinned:precision={other}")
+    assert changed.ran() == ["pinned"]
+    # a row recorded in the other precision does not stand for today's defaults
+    relabelled = [{**row, "precision": other} for row in ledger.read_rows(sweep.ledger)[:1]]
+    sweep.ledger.write_text("".join(json.dumps(row) + "\n" for row in relabelled), encoding="utf-8")
+    again = FakeBench({})
+    sweep(again, "--only", "defaults")
+    assert again.ran() == ["defaults"]
